@@ -1,0 +1,99 @@
+// Isolation for concurrent transactions in one process: strict two-phase locking on 64-byte
+// granules of the global address space, shared for reads and exclusive for writes and frees, held
+// until commit or abort. Deadlocks are impossible under wait-die: a transaction may only wait for
+// younger ones (higher id); a younger one that meets an older holder dies with DPMS_TX_CONFLICT and
+// is retried by Pdsm.transaction(). Waiting is bounded by a timeout, so a transaction that is
+// abandoned while holding locks surfaces as DPMS_TIMEOUT instead of a hang.
+
+import { DpmsError } from './errors';
+
+export const LOCK_GRANULE_BYTES = 64;
+
+interface Entry {
+  exclusive: number;
+  readonly shared: Set<number>;
+  readonly waiters: Array<() => void>;
+}
+
+export interface LockOwner {
+  readonly id: number;
+  /** granule -> true when held exclusively. */
+  readonly held: Map<number, boolean>;
+}
+
+export class LockTable {
+  private readonly entries = new Map<number, Entry>();
+
+  constructor(private readonly waitTimeoutMs: number) {}
+
+  /** Lock every granule of [address, address+length) in ascending order. */
+  async lockRange(owner: LockOwner, address: number, length: number, exclusive: boolean): Promise<void> {
+    const first = Math.floor(address / LOCK_GRANULE_BYTES);
+    const last = Math.floor((address + Math.max(length, 1) - 1) / LOCK_GRANULE_BYTES);
+    for (let granule = first; granule <= last; granule++) {
+      const mine = owner.held.get(granule);
+      if (mine === true || (mine === false && !exclusive)) continue;
+      while (true) {
+        const blocker = this.tryLock(owner, granule, exclusive);
+        if (blocker === undefined) break;
+        if (owner.id > blocker) {
+          throw new DpmsError('DPMS_TX_CONFLICT', `transaction ${owner.id} conflicts with older transaction ${blocker}; retry it`);
+        }
+        await this.wait(granule);
+      }
+      owner.held.set(granule, exclusive);
+    }
+  }
+
+  /** Release every lock the owner holds and wake whoever waits on them. */
+  releaseAll(owner: LockOwner): void {
+    for (const granule of owner.held.keys()) {
+      const entry = this.entries.get(granule);
+      if (!entry) continue;
+      if (entry.exclusive === owner.id) entry.exclusive = 0;
+      entry.shared.delete(owner.id);
+      const waiters = entry.waiters.splice(0);
+      if (entry.exclusive === 0 && entry.shared.size === 0) this.entries.delete(granule);
+      for (const wake of waiters) wake();
+    }
+    owner.held.clear();
+  }
+
+  /** Take the lock, or return the id of the oldest transaction that holds it in a conflicting mode. */
+  private tryLock(owner: LockOwner, granule: number, exclusive: boolean): number | undefined {
+    let entry = this.entries.get(granule);
+    if (!entry) {
+      entry = { exclusive: 0, shared: new Set(), waiters: [] };
+      this.entries.set(granule, entry);
+    }
+    if (entry.exclusive !== 0 && entry.exclusive !== owner.id) return entry.exclusive;
+    if (!exclusive) {
+      if (entry.exclusive !== owner.id) entry.shared.add(owner.id);
+      return undefined;
+    }
+    let oldest: number | undefined;
+    for (const sharer of entry.shared) {
+      if (sharer !== owner.id && (oldest === undefined || sharer < oldest)) oldest = sharer;
+    }
+    if (oldest !== undefined) return oldest;
+    entry.shared.delete(owner.id);
+    entry.exclusive = owner.id;
+    return undefined;
+  }
+
+  private wait(granule: number): Promise<void> {
+    const entry = this.entries.get(granule)!;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const index = entry.waiters.indexOf(wake);
+        if (index >= 0) entry.waiters.splice(index, 1);
+        reject(new DpmsError('DPMS_TIMEOUT', `lock wait exceeded ${this.waitTimeoutMs} ms`));
+      }, this.waitTimeoutMs);
+      const wake = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      entry.waiters.push(wake);
+    });
+  }
+}

@@ -1,0 +1,98 @@
+// Whole-pool operations behind the CLI: format a pool file, inspect it, and check it. Inspect and
+// check never write the pool: they read the file, and check recovers a private copy in the crash
+// simulator's memory before verifying it, so it judges exactly what an open would see.
+
+import fs from 'node:fs';
+import { DpmsError } from './errors';
+import { inspectLane, type LaneState } from './log';
+import { PoolNode, type FormatOptions } from './node';
+import { createPoolFile, createSimPm } from './pmem';
+import { decodeSuperblock, type PoolInfo } from './superblock';
+import { verifyPool, type VerifyReport } from './verify';
+
+export interface FormatFileOptions extends FormatOptions {
+  readonly sizeBytes: number;
+  /** Replace an existing file. */
+  readonly force?: boolean;
+}
+
+/** Create and format a pool file; refuses to overwrite an existing file unless forced. */
+export function formatPoolFile(filePath: string, options: FormatFileOptions): PoolInfo & { isPmem: boolean; flushMode: string } {
+  if (fs.existsSync(filePath)) {
+    if (!options.force) {
+      throw new DpmsError('DPMS_EXISTS', `${filePath} already exists; use --force to overwrite it (its data will be lost)`);
+    }
+    fs.rmSync(filePath);
+  }
+  const pm = createPoolFile(filePath, options.sizeBytes);
+  try {
+    const info = PoolNode.format(pm, options);
+    return { ...info, isPmem: pm.isPmem, flushMode: pm.flushMode };
+  } catch (error) {
+    pm.close();
+    fs.rmSync(filePath, { force: true });
+    throw error;
+  } finally {
+    pm.close(); // idempotent
+  }
+}
+
+function readPoolImage(filePath: string): Buffer {
+  try {
+    return fs.readFileSync(filePath);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new DpmsError('DPMS_NOT_FOUND', `pool ${filePath} does not exist`, { cause: error });
+    throw new DpmsError('DPMS_IO', `cannot read pool ${filePath}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+export interface InspectReport {
+  readonly info: PoolInfo;
+  readonly fileBytes: number;
+  readonly lanes: LaneState[];
+  /** Allocator state as on media (before any recovery). */
+  readonly usage: VerifyReport;
+}
+
+/** Superblock, log lanes and usage of a pool file, read-only. */
+export function inspectPoolFile(filePath: string): InspectReport {
+  const image = readPoolImage(filePath);
+  const info = decodeSuperblock(image, { availableBytes: image.length });
+  const lanes: LaneState[] = [];
+  for (let lane = 0; lane < info.layout.laneCount; lane++) lanes.push(inspectLane(image, info.layout, lane));
+  return { info, fileBytes: image.length, lanes, usage: verifyPool(image, info) };
+}
+
+export interface CheckReport extends VerifyReport {
+  readonly info: PoolInfo;
+  /** What recovery would do at the next open. */
+  readonly replayed: number;
+  readonly discarded: number;
+}
+
+/** Recover a private copy of the pool and verify it; the file is never written. */
+export function checkPoolFile(filePath: string, expectNodeId?: number): CheckReport {
+  const image = readPoolImage(filePath);
+  const info = decodeSuperblock(image, { availableBytes: image.length, nodeId: expectNodeId });
+  const pending = verifyPool(image, info);
+  const copy = createSimPm(image.subarray(0, info.layout.poolBytes));
+  try {
+    let node: PoolNode;
+    try {
+      node = PoolNode.open(copy);
+    } catch (error) {
+      if (!(error instanceof DpmsError)) throw error;
+      return {
+        ...pending, clean: false, errors: [`recovery failed: ${error.message}`, ...pending.errors], info, replayed: 0, discarded: 0,
+      };
+    }
+    const report = verifyPool(copy.buffer, info);
+    return {
+      ...report, pendingLogs: pending.pendingLogs, tornLogs: pending.tornLogs, info,
+      replayed: node.recovery.replayed, discarded: node.recovery.discarded,
+    };
+  } finally {
+    copy.close();
+  }
+}

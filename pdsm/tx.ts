@@ -1,0 +1,168 @@
+// ACID transactions over pDSM. Reads and writes are isolated by strict 2PL (locks.ts); writes,
+// allocations and frees are buffered as redo records in DRAM and reach PM only at commit, through
+// the node's redo log (log.ts), so an aborted or crashed transaction leaves no trace and a committed
+// one is wholly durable. Reads see the transaction's own writes.
+
+import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from './address';
+import type { Slot } from './allocator';
+import { DpmsError } from './errors';
+import type { RecordBuilder } from './log';
+import type { LockOwner, LockTable } from './locks';
+import type { PoolNode } from './node';
+
+/** What a transaction needs from the Pdsm that created it. */
+export interface TxContext {
+  nodeFor(address: GlobalAddress): PoolNode;
+  placeAllocation(sizeBytes: number, preferredNode: number | undefined): PoolNode;
+  readonly locks: LockTable;
+  readonly laneTimeoutMs: number;
+}
+
+interface NodeEffects {
+  readonly node: PoolNode;
+  readonly builder: RecordBuilder;
+  readonly allocs: Slot[];
+  readonly frees: Slot[];
+  /** This transaction's writes on the node, in order, for read-your-writes. */
+  readonly writes: Array<{ readonly offset: number; readonly data: Buffer }>;
+}
+
+export type TxState = 'active' | 'committing' | 'committed' | 'aborted';
+
+export class Transaction implements LockOwner {
+  readonly held = new Map<number, boolean>();
+  private state: TxState = 'active';
+  private readonly effects = new Map<number, NodeEffects>();
+
+  constructor(readonly id: number, private readonly context: TxContext) {}
+
+  get status(): TxState { return this.state; }
+
+  /** Read `length` bytes at `address`, seeing this transaction's own writes. */
+  async read(address: GlobalAddress, length: number): Promise<Buffer> {
+    this.checkActive();
+    const node = this.context.nodeFor(address);
+    const offset = offsetOf(address);
+    node.checkDataRange(offset, length);
+    await this.context.locks.lockRange(this, address, length, false);
+    const result = Buffer.from(node.pm.buffer.subarray(offset, offset + length));
+    const effects = this.effects.get(node.nodeId);
+    if (effects) {
+      for (const write of effects.writes) {
+        const from = Math.max(offset, write.offset);
+        const to = Math.min(offset + length, write.offset + write.data.length);
+        if (from < to) write.data.copy(result, from - offset, from - write.offset, to - write.offset);
+      }
+    }
+    return result;
+  }
+
+  /** Write `data` at `address` when the transaction commits. */
+  async write(address: GlobalAddress, data: Uint8Array): Promise<void> {
+    this.checkActive();
+    const node = this.context.nodeFor(address);
+    const offset = offsetOf(address);
+    node.checkDataRange(offset, data.length);
+    await this.context.locks.lockRange(this, address, data.length, true);
+    this.checkActive();
+    const effects = this.effectsOn(node);
+    const copy = Buffer.from(data);
+    effects.builder.write(offset, copy);
+    effects.writes.push({ offset, data: copy });
+  }
+
+  /**
+   * Allocate an object of at least sizeBytes; it exists for others once the transaction commits.
+   * `nodeId` asks for a node; otherwise the placement policy chooses.
+   */
+  async alloc(sizeBytes: number, nodeId?: number): Promise<GlobalAddress> {
+    this.checkActive();
+    const node = this.context.placeAllocation(sizeBytes, nodeId);
+    node.checkUsable();
+    const effects = this.effectsOn(node);
+    const reservation = node.allocator.reserve(sizeBytes, effects.builder);
+    effects.allocs.push(reservation);
+    const address = makeAddress(node.nodeId, reservation.offset);
+    // Nobody else can know the address yet; the lock only keeps later frees by others ordered.
+    await this.context.locks.lockRange(this, address, reservation.sizeBytes, true);
+    return address;
+  }
+
+  /** Free the object at `address` when the transaction commits. */
+  async free(address: GlobalAddress): Promise<void> {
+    this.checkActive();
+    const node = this.context.nodeFor(address);
+    const offset = offsetOf(address);
+    const sizeBytes = node.allocator.objectSize(offset);
+    if (sizeBytes === undefined) {
+      throw new DpmsError('DPMS_INVALID_ADDRESS', `cannot free ${nodeOf(address)}:0x${offset.toString(16)}: it is not an allocated object`);
+    }
+    await this.context.locks.lockRange(this, address, sizeBytes, true);
+    this.checkActive();
+    const effects = this.effectsOn(node);
+    effects.frees.push(node.allocator.markFree(offset, effects.builder));
+  }
+
+  /** Make every write, allocation and free durable and visible, atomically. */
+  async commit(): Promise<void> {
+    this.checkActive();
+    this.state = 'committing';
+    try {
+      const touched = [...this.effects.values()].filter((effects) => !effects.builder.isEmpty);
+      if (touched.length > 1) {
+        throw new DpmsError('DPMS_UNSUPPORTED', 'a transaction spanning several nodes needs the distributed commit protocol (not in this build)');
+      }
+      if (touched.length === 1) await this.commitOn(touched[0]);
+      this.state = 'committed';
+    } catch (error) {
+      if (this.state === 'committing') this.rollBack();
+      throw error;
+    } finally {
+      this.context.locks.releaseAll(this);
+    }
+  }
+
+  /** Discard everything the transaction did. Idempotent after commit failure. */
+  async abort(): Promise<void> {
+    if (this.state === 'aborted') return;
+    this.checkActive();
+    this.rollBack();
+    this.context.locks.releaseAll(this);
+  }
+
+  private async commitOn(effects: NodeEffects): Promise<void> {
+    const node = effects.node;
+    node.checkUsable();
+    const lane = node.log.tryAcquireLane() ?? (await node.log.acquireLane(this.context.laneTimeoutMs));
+    try {
+      node.log.commitOnLane(lane, effects.builder);
+    } catch (error) {
+      // The log may be half written: nothing more may be committed on this node before recovery.
+      node.poison(error as Error);
+      throw error;
+    }
+    node.log.releaseLane(lane);
+    node.allocator.committed(effects.allocs, effects.frees);
+  }
+
+  private rollBack(): void {
+    this.state = 'aborted';
+    for (const effects of this.effects.values()) effects.node.allocator.cancelled(effects.allocs, effects.frees);
+    this.effects.clear();
+  }
+
+  private effectsOn(node: PoolNode): NodeEffects {
+    let effects = this.effects.get(node.nodeId);
+    if (!effects) {
+      effects = { node, builder: node.log.newBuilder(), allocs: [], frees: [], writes: [] };
+      this.effects.set(node.nodeId, effects);
+    }
+    return effects;
+  }
+
+  private checkActive(): void {
+    if (this.state !== 'active') {
+      throw new DpmsError('DPMS_TX_STATE', `transaction ${this.id} is ${this.state}; start a new one`);
+    }
+  }
+}

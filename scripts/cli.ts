@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+// The dpms command line: formats, inspects, checks and benchmarks pools, and runs the demo.
+// Bad arguments print usage and exit with status 2; typed errors print their code and exit 3.
+
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { registerBenchCommands } from './commands/bench';
+import { registerDemoCommand } from './commands/demo';
+import { registerPoolCommands } from './commands/pool';
+import { EXIT } from './commands/run';
+
+async function main(): Promise<void> {
+  let parser = yargs(hideBin(process.argv))
+    .scriptName('dpms')
+    .usage('$0 <command> [options]\n\ndpms: a distributed persistent-memory storage system (pDSM, pDFS, pDKVS).');
+  parser = registerPoolCommands(parser);
+  parser = registerDemoCommand(parser);
+  parser = registerBenchCommands(parser);
+  await parser
+    .demandCommand(1, 'name a command')
+    .strict()
+    .recommendCommands()
+    .fail((message, error, instance) => {
+      if (error) throw error;
+      instance.showHelp('error');
+      console.error(`\ndpms: ${message}`);
+      process.exit(EXIT.usage);
+    })
+    .help()
+    .version()
+    .parseAsync();
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(70);
+});

@@ -1,0 +1,140 @@
+// `dpms bench pdsm`: latency and throughput of pDSM's raw and transactional paths on a tmpfs pool,
+// each printed as a ratio of the machine's own limit measured in the same run by native loops
+// (64-B store + flush + fence; memcpy + persist bandwidth). A program that prints numbers; tests
+// never assert timings.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Argv } from 'yargs';
+import { benchMemcpyPersist, benchStoreFlushFence } from '../../native';
+import { formatPoolFile, Pdsm, type GlobalAddress } from '../../pdsm';
+import { formatBytes, parseSize } from '../units';
+import { EXIT, run } from './run';
+
+export function registerBenchCommands(yargs: Argv): Argv {
+  return yargs.command('bench <target>', 'run a benchmark (targets: pdsm)', (y) => y
+    .positional('target', { type: 'string', choices: ['pdsm'] as const, demandOption: true })
+    .option('ops', { type: 'number', default: 100_000, describe: 'operations per measurement' })
+    .option('dir', { type: 'string', describe: 'where to put the pool (default /dev/shm, a tmpfs)' })
+    .option('size', { type: 'string', default: '256M', describe: 'pool size' })
+    .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
+  (argv) => run(() => benchPdsm(argv.ops, argv.dir, parseSize(argv.size, '--size'), argv.json)));
+}
+
+interface Row {
+  readonly name: string;
+  readonly opsPerSecond: number;
+  readonly latencyUsP50: number;
+  readonly latencyUsP99: number;
+  /** Median latency over the limit's per-operation latency (lower is better). */
+  readonly timesLimit: number;
+  readonly bandwidthMBps?: number;
+}
+
+function percentile(sorted: Float64Array, fraction: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))];
+}
+
+/** Run `op` `count` times after a warm-up; latencies in ns per call. */
+async function measure(count: number, op: (i: number) => Promise<void> | void): Promise<{ samples: Float64Array; totalNs: number }> {
+  for (let i = 0; i < Math.min(1000, count); i++) await op(i);
+  const samples = new Float64Array(count);
+  const start = process.hrtime.bigint();
+  let last = start;
+  for (let i = 0; i < count; i++) {
+    await op(i);
+    const now = process.hrtime.bigint();
+    samples[i] = Number(now - last);
+    last = now;
+  }
+  return { samples: samples.sort(), totalNs: Number(last - start) };
+}
+
+async function benchPdsm(ops: number, dir: string | undefined, sizeBytes: number, json: boolean): Promise<number> {
+  if (!Number.isInteger(ops) || ops < 100) {
+    console.error('dpms: --ops must be an integer of at least 100');
+    return EXIT.usage;
+  }
+  const base = dir ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
+  const poolPath = path.join(base, `dpms-bench-${process.pid}.pool`);
+  const info = formatPoolFile(poolPath, { sizeBytes, nodeId: 0, force: true });
+  const dsm = await Pdsm.open({ nodes: [{ path: poolPath, nodeId: 0 }] });
+  try {
+    const node = dsm.node(0);
+    const pm = node.pm;
+    const log = (text: string): void => {
+      if (!json) console.error(text);
+    };
+    log(`pool ${poolPath}: ${formatBytes(info.layout.poolBytes)}, persistence ${pm.flushMode} (is_pmem=${pm.isPmem ? 1 : 0})`);
+
+    // The machine's limits, measured natively on the same mapping.
+    const scratch = info.layout.heapOffset + (info.layout.chunkCount - 17) * info.layout.chunkBytes;
+    const limitIterations = Math.max(ops, 200_000);
+    const limitNsPerOp = benchStoreFlushFence(pm, scratch, 64, limitIterations) / limitIterations;
+    const bandwidthBytes = 512 * 1024 * 1024;
+    const memcpy4kMBps = bandwidthBytes / (benchMemcpyPersist(pm, scratch, 4096, bandwidthBytes) / 1e9) / 1e6;
+    const memcpy1mMBps = bandwidthBytes / (benchMemcpyPersist(pm, scratch, 1024 * 1024, bandwidthBytes) / 1e9) / 1e6;
+
+    const rows: Row[] = [];
+    const record = (name: string, result: { samples: Float64Array; totalNs: number }, bytesPerOp?: number): void => {
+      const p50 = percentile(result.samples, 0.5);
+      rows.push({
+        name,
+        opsPerSecond: (result.samples.length / result.totalNs) * 1e9,
+        latencyUsP50: p50 / 1000,
+        latencyUsP99: percentile(result.samples, 0.99) / 1000,
+        timesLimit: p50 / limitNsPerOp,
+        bandwidthMBps: bytesPerOp === undefined ? undefined : (bytesPerOp * result.samples.length) / (result.totalNs / 1e9) / 1e6,
+      });
+    };
+
+    const objects: GlobalAddress[] = await dsm.transaction(async (tx) => {
+      const list: GlobalAddress[] = [];
+      for (let i = 0; i < 64; i++) list.push(await tx.alloc(64));
+      return list;
+    });
+    const big = await dsm.alloc(4096);
+    const small = Buffer.alloc(64, 0xab);
+    const page = Buffer.alloc(4096, 0xcd);
+
+    record('raw write 64 B + persist', await measure(ops, (i) => dsm.writePersist(objects[i & 63], small)), 64);
+    record('raw write 4 KiB + persist', await measure(ops, () => dsm.writePersist(big, page)), 4096);
+    for (const writes of [1, 4, 16]) {
+      record(`tx of ${writes} x 64-B write${writes > 1 ? 's' : ''}`, await measure(ops, async (i) => {
+        const tx = dsm.begin();
+        for (let w = 0; w < writes; w++) await tx.write(objects[(i * writes + w) & 63], small);
+        await tx.commit();
+      }));
+    }
+    record('alloc + free (two tx)', await measure(ops, async () => {
+      const address = await dsm.alloc(64);
+      await dsm.free(address);
+    }));
+
+    const results = {
+      pool: { path: poolPath, flushMode: pm.flushMode, isPmem: pm.isPmem },
+      limit: { storeFlushFence64NsPerOp: limitNsPerOp, memcpyPersist4kMBps: memcpy4kMBps, memcpyPersist1mMBps: memcpy1mMBps },
+      rows,
+      goal: { oneWriteTxTimesLimit: rows.find((row) => row.name.startsWith('tx of 1 '))!.timesLimit, target: 10 },
+    };
+    if (json) {
+      console.log(JSON.stringify(results, null, 2));
+    } else {
+      console.log(`\ndpms bench pdsm  (${ops} ops each; limit = native 64-B store + flush + fence: ${limitNsPerOp.toFixed(0)} ns/op = ${(1e9 / limitNsPerOp / 1e6).toFixed(2)} Mops/s)`);
+      console.log(`machine memcpy+persist bandwidth: 4 KiB chunks ${memcpy4kMBps.toFixed(0)} MB/s, 1 MiB chunks ${memcpy1mMBps.toFixed(0)} MB/s\n`);
+      console.log(`${'operation'.padEnd(28)} ${'ops/s'.padStart(10)} ${'p50 us'.padStart(8)} ${'p99 us'.padStart(8)} ${'x limit (p50)'.padStart(14)} ${'MB/s'.padStart(8)} ${'of memcpy+persist'.padStart(18)}`);
+      for (const row of rows) {
+        const bandwidth = row.bandwidthMBps === undefined ? '' : row.bandwidthMBps.toFixed(0);
+        const share = row.bandwidthMBps === undefined ? '' : `${(row.bandwidthMBps / memcpy4kMBps).toFixed(2)}x`;
+        console.log(`${row.name.padEnd(28)} ${row.opsPerSecond.toFixed(0).padStart(10)} ${row.latencyUsP50.toFixed(2).padStart(8)} ${row.latencyUsP99.toFixed(2).padStart(8)} ${row.timesLimit.toFixed(2).padStart(13)}x ${bandwidth.padStart(8)} ${share.padStart(18)}`);
+      }
+      const goal = results.goal.oneWriteTxTimesLimit;
+      console.log(`\ngoal: a 1-write transaction within 10x of the raw persist limit: ${goal.toFixed(2)}x (${goal <= 10 ? 'met' : 'missed'})`);
+    }
+    return EXIT.ok;
+  } finally {
+    await dsm.close();
+    fs.rmSync(poolPath, { force: true });
+  }
+}

@@ -1,0 +1,72 @@
+// `dpms format`, `dpms inspect` and `dpms check`: the single-pool commands.
+
+import type { Argv } from 'yargs';
+import { checkPoolFile, FORMAT_DEFAULTS, formatPoolFile, inspectPoolFile } from '../../pdsm';
+import { formatBytes, parseSize } from '../units';
+import { EXIT, run } from './run';
+
+export function registerPoolCommands(yargs: Argv): Argv {
+  return yargs
+    .command('format <pool>', 'create and format a pool file (refuses to overwrite without --force)', (y) => y
+      .positional('pool', { type: 'string', demandOption: true, describe: 'pool file (use tmpfs, e.g. /dev/shm, to emulate PM)' })
+      .option('size', { type: 'string', demandOption: true, describe: 'pool size, e.g. 256M' })
+      .option('node', { type: 'number', default: 0, describe: 'node id of this pool (0-4095)' })
+      .option('chunk-size', { type: 'string', default: String(FORMAT_DEFAULTS.chunkBytes), describe: 'level-1 chunk size, a power of two' })
+      .option('lanes', { type: 'number', default: FORMAT_DEFAULTS.laneCount, describe: 'redo-log lanes (concurrent commits)' })
+      .option('lane-size', { type: 'string', default: String(FORMAT_DEFAULTS.laneBytes), describe: 'bytes of log per lane (bounds one transaction)' })
+      .option('force', { type: 'boolean', default: false, describe: 'overwrite an existing file' }),
+    (argv) => run(() => {
+      const info = formatPoolFile(argv.pool, {
+        sizeBytes: parseSize(argv.size, '--size'),
+        nodeId: argv.node,
+        chunkBytes: parseSize(argv['chunk-size'], '--chunk-size'),
+        laneCount: argv.lanes,
+        laneBytes: parseSize(argv['lane-size'], '--lane-size'),
+        force: argv.force,
+      });
+      const layout = info.layout;
+      console.log(`formatted ${argv.pool}: node ${info.nodeId}, uuid ${info.uuid}`);
+      console.log(`  size ${formatBytes(layout.poolBytes)}, heap ${layout.chunkCount} chunks x ${formatBytes(layout.chunkBytes)}, log ${layout.laneCount} lanes x ${formatBytes(layout.laneBytes)}`);
+      console.log(`  persistence: ${info.flushMode === 'cpu' ? 'CPU cache flush' : 'msync'} (is_pmem=${info.isPmem ? 1 : 0})`);
+      return EXIT.ok;
+    }))
+    .command('inspect <pool>', 'show the superblock, log lanes and usage of a pool (read-only)', (y) => y
+      .positional('pool', { type: 'string', demandOption: true })
+      .option('json', { type: 'boolean', default: false }),
+    (argv) => run(() => {
+      const report = inspectPoolFile(argv.pool);
+      if (argv.json) {
+        console.log(JSON.stringify(report, null, 2));
+        return EXIT.ok;
+      }
+      const { info, usage } = report;
+      const layout = info.layout;
+      console.log(`pool ${argv.pool}`);
+      console.log(`  format      version ${info.version}, layout ${info.layoutName}, uuid ${info.uuid}`);
+      console.log(`  node        ${info.nodeId}`);
+      console.log(`  created     ${new Date(info.createdMs).toISOString()}`);
+      console.log(`  size        ${formatBytes(layout.poolBytes)} (file ${formatBytes(report.fileBytes)})`);
+      console.log(`  regions     log @${layout.logOffset} (${layout.laneCount} x ${layout.laneBytes} B), chunk bitmap @${layout.bitmapOffset}, chunk metadata @${layout.chunkMetaOffset} (${layout.chunkMetaBytes} B each), heap @${layout.heapOffset}`);
+      console.log(`  heap        ${usage.chunksUsed}/${layout.chunkCount} chunks of ${formatBytes(layout.chunkBytes)} used, ${usage.objects} objects, ${formatBytes(usage.objectBytes)}`);
+      const counts = { empty: 0, void: 0, committed: 0, torn: 0 };
+      for (const lane of report.lanes) counts[lane.state]++;
+      console.log(`  log lanes   ${counts.empty} unused, ${counts.void} applied, ${counts.committed} committed awaiting replay, ${counts.torn} torn (discarded at open)`);
+      return EXIT.ok;
+    }))
+    .command('check <pool>', 'verify a pool read-only; exit status 0 when clean, 1 when not', (y) => y
+      .positional('pool', { type: 'string', demandOption: true })
+      .option('node', { type: 'number', describe: 'expected node id' })
+      .option('json', { type: 'boolean', default: false }),
+    (argv) => run(() => {
+      const report = checkPoolFile(argv.pool, argv.node);
+      if (argv.json) {
+        console.log(JSON.stringify(report, null, 2));
+      } else {
+        console.log(`check ${argv.pool}: ${report.clean ? 'clean' : `${report.errors.length} problem(s)`}`);
+        console.log(`  log: ${report.pendingLogs} committed transaction(s) to replay, ${report.tornLogs} torn log(s) to discard at the next open`);
+        console.log(`  heap: ${report.chunksUsed}/${report.info.layout.chunkCount} chunks used (${report.emptyChunks} empty), ${report.objects} objects, ${formatBytes(report.objectBytes)}`);
+        for (const error of report.errors) console.log(`  error: ${error}`);
+      }
+      return report.clean ? EXIT.ok : EXIT.problems;
+    }));
+}
