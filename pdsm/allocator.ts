@@ -225,6 +225,14 @@ export class Allocator {
     return { chunk: state.index, slot, offset, sizeBytes: state.objectBytes };
   }
 
+  /**
+   * Free, in the same transaction, an object that the transaction itself allocated: the clear
+   * record undoes the set record at apply time; the slot is given back when the transaction ends.
+   */
+  unreserve(reservation: Reservation, builder: RecordBuilder): void {
+    builder.clearBits32(this.bitmapWordOffset(reservation.chunk, reservation.slot), 1 << (reservation.slot & 31));
+  }
+
   /** Usable size of the live object at offset, or undefined when there is none. */
   objectSize(offset: number): number | undefined {
     return this.lookup(offset)?.state.objectBytes;

@@ -175,8 +175,9 @@ export function inspectLane(image: Buffer, layout: Layout, lane: number): LaneSt
     // Only damage, never a crash, produces this: the record is unusable, and the lane restarts from its applied generation.
     return { ...result, generation: appliedGeneration, sequence: 0, state: 'torn' };
   }
-  if (magic !== COMMIT_MAGIC) return { ...result, state: appliedGeneration === 0 && generation === 0 ? 'empty' : 'torn' };
+  if (magic !== COMMIT_MAGIC && appliedGeneration === 0 && generation === 0) return { ...result, state: 'empty' };
   if (generation <= appliedGeneration) return { ...result, state: 'void' };
+  if (magic !== COMMIT_MAGIC) return { ...result, state: 'torn' };
   const fits = recordsBytes <= layout.laneBytes - LANE.records && recordsBytes % 8 === 0;
   const verified = fits && logChecksum(image, commitAt, recordsBytes, generation) === image.readUInt32LE(commitAt + COMMIT.checksum);
   return { ...result, state: verified ? 'committed' : 'torn' };

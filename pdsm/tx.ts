@@ -4,7 +4,7 @@
 // one is wholly durable. Reads see the transaction's own writes.
 
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from './address';
-import type { Slot } from './allocator';
+import type { Reservation, Slot } from './allocator';
 import { DpmsError } from './errors';
 import type { RecordBuilder } from './log';
 import type { LockOwner, LockTable } from './locks';
@@ -21,8 +21,10 @@ export interface TxContext {
 interface NodeEffects {
   readonly node: PoolNode;
   readonly builder: RecordBuilder;
-  readonly allocs: Slot[];
+  readonly allocs: Reservation[];
   readonly frees: Slot[];
+  /** Objects both allocated and freed by this transaction: never visible to anyone. */
+  readonly transient: Slot[];
   /** This transaction's writes on the node, in order, for read-your-writes. */
   readonly writes: Array<{ readonly offset: number; readonly data: Buffer }>;
 }
@@ -93,14 +95,22 @@ export class Transaction implements LockOwner {
     this.checkActive();
     const node = this.context.nodeFor(address);
     const offset = offsetOf(address);
+    const effects = this.effects.get(node.nodeId);
+    const own = effects?.allocs.findIndex((reservation) => reservation.offset === offset) ?? -1;
+    if (effects && own >= 0) {
+      const [reservation] = effects.allocs.splice(own, 1);
+      node.allocator.unreserve(reservation, effects.builder);
+      effects.transient.push(reservation);
+      return;
+    }
     const sizeBytes = node.allocator.objectSize(offset);
     if (sizeBytes === undefined) {
       throw new DpmsError('DPMS_INVALID_ADDRESS', `cannot free ${nodeOf(address)}:0x${offset.toString(16)}: it is not an allocated object`);
     }
     await this.context.locks.lockRange(this, address, sizeBytes, true);
     this.checkActive();
-    const effects = this.effectsOn(node);
-    effects.frees.push(node.allocator.markFree(offset, effects.builder));
+    const target = this.effectsOn(node);
+    target.frees.push(node.allocator.markFree(offset, target.builder));
   }
 
   /** Make every write, allocation and free durable and visible, atomically. */
@@ -143,18 +153,21 @@ export class Transaction implements LockOwner {
     }
     node.log.releaseLane(lane);
     node.allocator.committed(effects.allocs, effects.frees);
+    node.allocator.cancelled(effects.transient, []);
   }
 
   private rollBack(): void {
     this.state = 'aborted';
-    for (const effects of this.effects.values()) effects.node.allocator.cancelled(effects.allocs, effects.frees);
+    for (const effects of this.effects.values()) {
+      effects.node.allocator.cancelled([...effects.allocs, ...effects.transient], effects.frees);
+    }
     this.effects.clear();
   }
 
   private effectsOn(node: PoolNode): NodeEffects {
     let effects = this.effects.get(node.nodeId);
     if (!effects) {
-      effects = { node, builder: node.log.newBuilder(), allocs: [], frees: [], writes: [] };
+      effects = { node, builder: node.log.newBuilder(), allocs: [], frees: [], transient: [], writes: [] };
       this.effects.set(node.nodeId, effects);
     }
     return effects;

@@ -154,7 +154,7 @@ class CrashHarness {
           const content = Buffer.from(after.get(address)!);
           const start = random.int(content.length);
           random.bytes(1 + random.int(content.length - start)).copy(content, start);
-          await tx.write(address as GlobalAddress, content.subarray(start));
+          await tx.write((address + start) as GlobalAddress, content.subarray(start));
           after.set(address, content);
         } else {
           const address = random.pick(addresses);
