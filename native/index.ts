@@ -76,7 +76,7 @@ export interface OpenPoolOptions {
 interface Addon {
   openPool(filePath: string, options: OpenPoolOptions): PmMapping;
   createSim(sizeOrImage: number | Uint8Array): SimMapping;
-  crc32c(data: Uint8Array, offset: number, length: number, seed: number): number;
+  crc32c(data: Uint8Array, offset: number, length: number, seed: number, forceSoftware?: boolean): number;
   benchStoreFlushFence(mapping: PmMapping, offset: number, storeBytes: number, iterations: number): number;
   benchMemcpyPersist(mapping: PmMapping, offset: number, chunkBytes: number, totalBytes: number): number;
 }
@@ -112,9 +112,12 @@ export function createSim(sizeOrImage: number | Uint8Array): SimMapping {
   return addon.createSim(sizeOrImage);
 }
 
-/** CRC-32C (Castagnoli) of data[offset, offset+length), continuing from `seed` (hardware-accelerated). */
-export function crc32c(data: Uint8Array, offset: number, length: number, seed: number): number {
-  return addon.crc32c(data, offset, length, seed);
+/**
+ * CRC-32C (Castagnoli) of data[offset, offset+length), continuing from `seed` (hardware-accelerated).
+ * `forceSoftware` selects the portable table implementation; it exists so tests can check that both agree.
+ */
+export function crc32c(data: Uint8Array, offset: number, length: number, seed: number, forceSoftware = false): number {
+  return addon.crc32c(data, offset, length, seed, forceSoftware);
 }
 
 /** Nanoseconds for `iterations` of: store `storeBytes` at offset, flush, fence (the machine's persist limit). */

@@ -189,6 +189,8 @@ export class RedoLog {
   private readonly freeLanes: number[] = [];
   private readonly waiters: Array<(lane: number) => void> = [];
   private nextSequence = 1;
+  /** Set when a commit failed part-way: the lanes' state is unknown until the pool is reopened. */
+  private failure: Error | undefined;
   readonly maxRecordsBytes: number;
 
   constructor(private readonly pm: PmOps, private readonly layout: Layout) {
@@ -267,6 +269,27 @@ export class RedoLog {
    * is durable and applied; if it throws, the lane must not be reused (the pool needs recovery).
    */
   commitOnLane(lane: number, builder: RecordBuilder): void {
+    this.checkUsable();
+    try {
+      this.writeAndApply(lane, builder);
+    } catch (error) {
+      this.failure = error as Error;
+      throw error;
+    }
+  }
+
+  /** Throw if an earlier commit failed part-way: nothing more may be written before recovery. */
+  checkUsable(): void {
+    if (this.failure) {
+      throw new DpmsError('DPMS_IO', 'an earlier commit failed part-way; reopen the pool to recover it', { cause: this.failure });
+    }
+  }
+
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  private writeAndApply(lane: number, builder: RecordBuilder): void {
     const generation = this.laneGeneration[lane] + 1;
     this.laneGeneration[lane] = generation;
     const staging = builder.staging;
@@ -288,6 +311,7 @@ export class RedoLog {
 
   /** Commit through any free lane, synchronously (local PM). Throws DPMS_TIMEOUT-like busy if none. */
   commit(builder: RecordBuilder): void {
+    this.checkUsable();
     const lane = this.tryAcquireLane();
     if (lane === undefined) throw new DpmsError('DPMS_TIMEOUT', 'all log lanes are busy');
     this.commitOnLane(lane, builder);

@@ -21,8 +21,6 @@ export interface OpenOptions {
 }
 
 export class PoolNode {
-  private poisoned: Error | undefined;
-
   private constructor(
     readonly pm: PmOps,
     readonly info: PoolInfo,
@@ -81,13 +79,7 @@ export class PoolNode {
 
   /** Throw if an earlier commit failed part-way: the pool must be reopened (recovered) first. */
   checkUsable(): void {
-    if (this.poisoned) {
-      throw new DpmsError('DPMS_IO', `node ${this.nodeId} failed during a commit and must be reopened to recover`, { cause: this.poisoned });
-    }
-  }
-
-  poison(error: Error): void {
-    this.poisoned ??= error;
+    this.log.checkUsable();
   }
 
   close(): void {

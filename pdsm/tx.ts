@@ -144,14 +144,11 @@ export class Transaction implements LockOwner {
     const node = effects.node;
     node.checkUsable();
     const lane = node.log.tryAcquireLane() ?? (await node.log.acquireLane(this.context.laneTimeoutMs));
-    try {
-      node.log.commitOnLane(lane, effects.builder);
-    } catch (error) {
-      // The log may be half written: nothing more may be committed on this node before recovery.
-      node.poison(error as Error);
-      throw error;
-    }
+    // A failure inside marks the log failed (the node must be reopened); the lane stays taken.
+    node.log.commitOnLane(lane, effects.builder);
     node.log.releaseLane(lane);
+    // Durable from here on: whatever happens to the bookkeeping below, this is not rolled back.
+    this.state = 'committed';
     node.allocator.committed(effects.allocs, effects.frees);
     node.allocator.cancelled(effects.transient, []);
   }
@@ -159,7 +156,8 @@ export class Transaction implements LockOwner {
   private rollBack(): void {
     this.state = 'aborted';
     for (const effects of this.effects.values()) {
-      effects.node.allocator.cancelled([...effects.allocs, ...effects.transient], effects.frees);
+      // A node whose log failed mid-commit is dead until reopened; its DRAM state no longer matters.
+      if (!effects.node.log.failed) effects.node.allocator.cancelled([...effects.allocs, ...effects.transient], effects.frees);
     }
     this.effects.clear();
   }

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  createSimPm, InstrumentedPm, offsetOf, Pdsm, PoolNode, verifyPool, type GlobalAddress, type SimMapping,
+  createSimPm, decodeSuperblock, inspectLane, InstrumentedPm, offsetOf, Pdsm, PoolNode, verifyPool, type GlobalAddress, type SimMapping,
 } from '../../pdsm';
 import { Random, testSeed } from '../support/random';
 
@@ -34,7 +34,15 @@ function recoverAndCompare(image: Buffer, acceptable: readonly Model[]): Outcome
     const node = PoolNode.open(copy, { nodeId: 0 });
     const live = new Map<number, number>();
     const report = verifyPool(copy.buffer, node.info, (object) => live.set(object.address, object.sizeBytes));
-    if (!report.clean) return { matched: -1, detail: `verifier: ${report.errors.join('; ')}` };
+    if (!report.clean) {
+      const lanes = [];
+      const info = decodeSuperblock(image, { availableBytes: image.length });
+      for (let lane = 0; lane < info.layout.laneCount; lane++) {
+        const state = inspectLane(image, info.layout, lane);
+        lanes.push(`${lane}:${state.state}/g${state.generation}/a${state.appliedGeneration}/s${state.sequence}/n${state.recordCount}`);
+      }
+      return { matched: -1, detail: `verifier: ${report.errors.join('; ')} (lanes before recovery ${lanes.join(' ')})` };
+    }
     if (report.pendingLogs !== 0 || report.tornLogs !== 0) return { matched: -1, detail: 'logs left after recovery' };
     const mismatches: string[] = [];
     for (let m = 0; m < acceptable.length; m++) {

@@ -1,0 +1,27 @@
+# Build of the dpms N-API addon (native/src): libpmem mappings, the crash simulator, CRC-32C and the
+# native bench loops. C++17 with C++ exceptions (node-addon-api's NAPI_CPP_EXCEPTIONS), -O2, and
+# warnings on; links PMDK's libpmem.
+{
+  "targets": [
+    {
+      "target_name": "dpms_native",
+      "sources": [
+        "src/addon.cc",
+        "src/args.cc",
+        "src/crc32c.cc",
+        "src/errors.cc",
+        "src/mapping.cc",
+        "src/pool.cc",
+        "src/sim.cc"
+      ],
+      "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      # Node's common.gypi defaults to -O3 and -fno-exceptions; replace them.
+      "cflags!": ["-O3", "-fno-exceptions"],
+      "cflags_cc!": ["-O3", "-fno-exceptions", "-std=gnu++17"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "cflags_cc": ["-O2", "-std=c++17", "-fexceptions", "-Wall", "-Wextra"],
+      "libraries": ["-lpmem"]
+    }
+  ]
+}
