@@ -57,15 +57,16 @@ export const LANE = {
   records: 128,
 } as const;
 export const COMMIT = {
-  magic: 0, // u32 COMMIT_MAGIC
-  recordCount: 4, // u32
+  checksum: 0, // u32 crc32c over commit[4,64) then the records (one contiguous range), seeded by the generation
+  magic: 4, // u32 COMMIT_MAGIC
   generation: 8, // u64
   sequence: 16, // u64, global commit order on this node
   recordsBytes: 24, // u32
-  flags: 28, // u32, reserved
-  checksum: 60, // u32 crc32c over commit[0,60) then the records, seeded by the generation
+  recordCount: 28, // u32
+  flags: 32, // u32, reserved
 } as const;
-export const COMMIT_CHECKED_BYTES = 60;
+/** The checksum covers the commit record from here to the end of the records. */
+export const COMMIT_CHECKED_FROM = 4;
 export const COMMIT_MAGIC = 0x43585444; // "DTXC"
 
 /** Redo record: header then data, padded to 8 bytes. */

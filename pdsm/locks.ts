@@ -11,7 +11,8 @@ export const LOCK_GRANULE_BYTES = 64;
 
 interface Entry {
   exclusive: number;
-  readonly shared: Set<number>;
+  /** Ids of shared holders (few: a plain array beats a Set here). */
+  readonly shared: number[];
   readonly waiters: Array<() => void>;
 }
 
@@ -26,20 +27,38 @@ export class LockTable {
 
   constructor(private readonly waitTimeoutMs: number) {}
 
-  /** Lock every granule of [address, address+length) in ascending order. */
-  async lockRange(owner: LockOwner, address: number, length: number, exclusive: boolean): Promise<void> {
+  /**
+   * Lock every granule of [address, address+length) in ascending order. Returns undefined when
+   * every lock was free (the common case, with no promise to pay for), else a promise that
+   * resolves when all are held.
+   */
+  lockRange(owner: LockOwner, address: number, length: number, exclusive: boolean): Promise<void> | undefined {
     const first = Math.floor(address / LOCK_GRANULE_BYTES);
     const last = Math.floor((address + Math.max(length, 1) - 1) / LOCK_GRANULE_BYTES);
     for (let granule = first; granule <= last; granule++) {
       const mine = owner.held.get(granule);
       if (mine === true || (mine === false && !exclusive)) continue;
-      while (true) {
-        const blocker = this.tryLock(owner, granule, exclusive);
-        if (blocker === undefined) break;
+      const blocker = this.tryLock(owner, granule, exclusive);
+      if (blocker !== undefined) return this.lockSlowly(owner, granule, last, exclusive, blocker);
+      owner.held.set(granule, exclusive);
+    }
+    return undefined;
+  }
+
+  private async lockSlowly(owner: LockOwner, from: number, last: number, exclusive: boolean, firstBlocker: number): Promise<void> {
+    let blocker: number | undefined = firstBlocker;
+    for (let granule = from; granule <= last; granule++) {
+      if (granule !== from) {
+        const mine = owner.held.get(granule);
+        if (mine === true || (mine === false && !exclusive)) continue;
+        blocker = this.tryLock(owner, granule, exclusive);
+      }
+      while (blocker !== undefined) {
         if (owner.id > blocker) {
           throw new DpmsError('DPMS_TX_CONFLICT', `transaction ${owner.id} conflicts with older transaction ${blocker}; retry it`);
         }
         await this.wait(granule);
+        blocker = this.tryLock(owner, granule, exclusive);
       }
       owner.held.set(granule, exclusive);
     }
@@ -51,10 +70,9 @@ export class LockTable {
       const entry = this.entries.get(granule);
       if (!entry) continue;
       if (entry.exclusive === owner.id) entry.exclusive = 0;
-      entry.shared.delete(owner.id);
-      const waiters = entry.waiters.splice(0);
-      if (entry.exclusive === 0 && entry.shared.size === 0) this.entries.delete(granule);
-      for (const wake of waiters) wake();
+      removeId(entry.shared, owner.id);
+      if (entry.exclusive === 0 && entry.shared.length === 0) this.entries.delete(granule);
+      if (entry.waiters.length > 0) for (const wake of entry.waiters.splice(0)) wake();
     }
     owner.held.clear();
   }
@@ -63,12 +81,12 @@ export class LockTable {
   private tryLock(owner: LockOwner, granule: number, exclusive: boolean): number | undefined {
     let entry = this.entries.get(granule);
     if (!entry) {
-      entry = { exclusive: 0, shared: new Set(), waiters: [] };
+      entry = { exclusive: 0, shared: [], waiters: [] };
       this.entries.set(granule, entry);
     }
     if (entry.exclusive !== 0 && entry.exclusive !== owner.id) return entry.exclusive;
     if (!exclusive) {
-      if (entry.exclusive !== owner.id) entry.shared.add(owner.id);
+      if (entry.exclusive !== owner.id && !entry.shared.includes(owner.id)) entry.shared.push(owner.id);
       return undefined;
     }
     let oldest: number | undefined;
@@ -76,7 +94,7 @@ export class LockTable {
       if (sharer !== owner.id && (oldest === undefined || sharer < oldest)) oldest = sharer;
     }
     if (oldest !== undefined) return oldest;
-    entry.shared.delete(owner.id);
+    removeId(entry.shared, owner.id);
     entry.exclusive = owner.id;
     return undefined;
   }
@@ -96,4 +114,9 @@ export class LockTable {
       entry.waiters.push(wake);
     });
   }
+}
+
+function removeId(ids: number[], id: number): void {
+  const index = ids.indexOf(id);
+  if (index >= 0) ids.splice(index, 1);
 }

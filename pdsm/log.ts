@@ -15,7 +15,7 @@
 import { crc32c } from '../native';
 import { DpmsError } from './errors';
 import {
-  COMMIT, COMMIT_CHECKED_BYTES, COMMIT_MAGIC, generationSeed, heapEnd, LANE, laneOffset, readU64, RECORD,
+  COMMIT, COMMIT_CHECKED_FROM, COMMIT_MAGIC, generationSeed, heapEnd, LANE, laneOffset, readU64, RECORD,
   RECORD_HEADER_BYTES, RecordOp, writeU64, type Layout,
 } from './layout';
 import type { PmOps } from './pmem';
@@ -42,9 +42,11 @@ export class RecordBuilder {
   /** [commit line | records]: the exact image of the lane from LANE.commit on. */
   get staging(): Buffer { return this.bytes; }
 
-  write(offset: number, data: Uint8Array): void {
+  /** Append a Write record; returns where its data sits in `staging` (valid until the next append). */
+  write(offset: number, data: Uint8Array): number {
     const at = this.append(RecordOp.Write, offset, data.length);
     this.bytes.set(data, at);
+    return at;
   }
 
   setBits32(offset: number, mask: number): void {
@@ -113,6 +115,21 @@ function validateRecords(image: Buffer, start: number, recordsBytes: number, rec
   if (at !== end) throw new DpmsError('DPMS_CORRUPTION', 'log records do not fill the committed length');
 }
 
+/**
+ * Below this size a JavaScript copy plus a flush beats libpmem's copy routine (which sets up
+ * non-temporal stores); above it libpmem wins. Measured on tmpfs: 64 B, 175 ns vs 95 ns.
+ */
+const SMALL_COPY_BYTES = 1024;
+
+function copyAndFlush(pm: PmOps, offset: number, source: Buffer, from: number, length: number): void {
+  if (length <= SMALL_COPY_BYTES) {
+    source.copy(pm.buffer, offset, from, from + length);
+    pm.flush(offset, length);
+  } else {
+    pm.memcpyFlush(offset, source, from, length);
+  }
+}
+
 /** Apply validated records from `image` (DRAM staging or the lane in PM) and flush; the caller drains. */
 function applyRecords(pm: PmOps, image: Buffer, start: number, recordCount: number): void {
   const target = pm.buffer;
@@ -123,7 +140,7 @@ function applyRecords(pm: PmOps, image: Buffer, start: number, recordCount: numb
     const offset = readU64(image, at + RECORD.offset);
     const data = at + RECORD_HEADER_BYTES;
     if (op === RecordOp.Write) {
-      pm.memcpyFlush(offset, image, data, length);
+      copyAndFlush(pm, offset, image, data, length);
     } else {
       const mask = image.readUInt32LE(data);
       const word = target.readUInt32LE(offset);
@@ -135,8 +152,7 @@ function applyRecords(pm: PmOps, image: Buffer, start: number, recordCount: numb
 }
 
 function logChecksum(image: Buffer, commitAt: number, recordsBytes: number, generation: number): number {
-  const records = crc32c(image, commitAt + COMMIT_LINE, recordsBytes, generationSeed(generation));
-  return crc32c(image, commitAt, COMMIT_CHECKED_BYTES, records);
+  return crc32c(image, commitAt + COMMIT_CHECKED_FROM, COMMIT_LINE - COMMIT_CHECKED_FROM + recordsBytes, generationSeed(generation));
 }
 
 export interface RecoveryReport {
@@ -199,8 +215,19 @@ export class RedoLog {
     for (let lane = layout.laneCount - 1; lane >= 0; lane--) this.freeLanes.push(lane);
   }
 
+  private readonly spareBuilders: RecordBuilder[] = [];
+
+  /** A cleared builder, reused across transactions so the commit path does not allocate. */
   newBuilder(): RecordBuilder {
+    const builder = this.spareBuilders.pop();
+    if (builder) return builder;
     return new RecordBuilder(this.maxRecordsBytes);
+  }
+
+  /** Give a builder back once its transaction has committed or aborted. */
+  recycleBuilder(builder: RecordBuilder): void {
+    builder.reset();
+    if (this.spareBuilders.length < 64) this.spareBuilders.push(builder);
   }
 
   /** Replay committed logs, void the rest. Safe to crash at any point and run again. */
@@ -299,10 +326,11 @@ export class RedoLog {
     writeU64(staging, COMMIT.generation, generation);
     writeU64(staging, COMMIT.sequence, this.nextSequence++);
     staging.writeUInt32LE(recordsBytes, COMMIT.recordsBytes);
-    staging.fill(0, COMMIT.flags, COMMIT.checksum);
+    staging.fill(0, COMMIT.flags, COMMIT_LINE);
     staging.writeUInt32LE(logChecksum(staging, 0, recordsBytes, generation), COMMIT.checksum);
     const base = laneOffset(this.layout, lane);
-    this.pm.memcpyPersist(base + LANE.commit, staging, 0, COMMIT_LINE + recordsBytes);
+    copyAndFlush(this.pm, base + LANE.commit, staging, 0, COMMIT_LINE + recordsBytes);
+    this.pm.drain();
     applyRecords(this.pm, staging, COMMIT_LINE, builder.recordCount);
     this.pm.drain();
     this.pm.store64(base + LANE.appliedGeneration, BigInt(generation));

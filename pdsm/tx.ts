@@ -25,8 +25,8 @@ interface NodeEffects {
   readonly frees: Slot[];
   /** Objects both allocated and freed by this transaction: never visible to anyone. */
   readonly transient: Slot[];
-  /** This transaction's writes on the node, in order, for read-your-writes. */
-  readonly writes: Array<{ readonly offset: number; readonly data: Buffer }>;
+  /** This transaction's writes on the node, in order, for read-your-writes: target offset, length, and where the bytes sit in the builder. */
+  readonly writes: Array<{ readonly offset: number; readonly length: number; readonly staged: number }>;
 }
 
 export type TxState = 'active' | 'committing' | 'committed' | 'aborted';
@@ -46,14 +46,16 @@ export class Transaction implements LockOwner {
     const node = this.context.nodeFor(address);
     const offset = offsetOf(address);
     node.checkDataRange(offset, length);
-    await this.context.locks.lockRange(this, address, length, false);
+    const waiting = this.context.locks.lockRange(this, address, length, false);
+    if (waiting) await waiting;
     const result = Buffer.from(node.pm.buffer.subarray(offset, offset + length));
     const effects = this.effects.get(node.nodeId);
     if (effects) {
+      const staging = effects.builder.staging;
       for (const write of effects.writes) {
         const from = Math.max(offset, write.offset);
-        const to = Math.min(offset + length, write.offset + write.data.length);
-        if (from < to) write.data.copy(result, from - offset, from - write.offset, to - write.offset);
+        const to = Math.min(offset + length, write.offset + write.length);
+        if (from < to) staging.copy(result, from - offset, write.staged + from - write.offset, write.staged + to - write.offset);
       }
     }
     return result;
@@ -65,12 +67,14 @@ export class Transaction implements LockOwner {
     const node = this.context.nodeFor(address);
     const offset = offsetOf(address);
     node.checkDataRange(offset, data.length);
-    await this.context.locks.lockRange(this, address, data.length, true);
-    this.checkActive();
+    const waiting = this.context.locks.lockRange(this, address, data.length, true);
+    if (waiting) {
+      await waiting;
+      this.checkActive();
+    }
     const effects = this.effectsOn(node);
-    const copy = Buffer.from(data);
-    effects.builder.write(offset, copy);
-    effects.writes.push({ offset, data: copy });
+    const staged = effects.builder.write(offset, data);
+    effects.writes.push({ offset, length: data.length, staged });
   }
 
   /**
@@ -118,12 +122,20 @@ export class Transaction implements LockOwner {
     this.checkActive();
     this.state = 'committing';
     try {
-      const touched = [...this.effects.values()].filter((effects) => !effects.builder.isEmpty);
-      if (touched.length > 1) {
-        throw new DpmsError('DPMS_UNSUPPORTED', 'a transaction spanning several nodes needs the distributed commit protocol (not in this build)');
+      let touched: NodeEffects | undefined;
+      for (const effects of this.effects.values()) {
+        if (effects.builder.isEmpty) continue;
+        if (touched) {
+          throw new DpmsError('DPMS_UNSUPPORTED', 'a transaction spanning several nodes needs the distributed commit protocol (not in this build)');
+        }
+        touched = effects;
       }
-      if (touched.length === 1) await this.commitOn(touched[0]);
+      if (touched) {
+        const waiting = this.commitOn(touched);
+        if (waiting) await waiting;
+      }
       this.state = 'committed';
+      this.recycle();
     } catch (error) {
       if (this.state === 'committing') this.rollBack();
       throw error;
@@ -140,17 +152,32 @@ export class Transaction implements LockOwner {
     this.context.locks.releaseAll(this);
   }
 
-  private async commitOn(effects: NodeEffects): Promise<void> {
+  /** Commit on one node; synchronous unless every log lane is busy (then it waits, with back-pressure). */
+  private commitOn(effects: NodeEffects): Promise<void> | undefined {
     const node = effects.node;
     node.checkUsable();
-    const lane = node.log.tryAcquireLane() ?? (await node.log.acquireLane(this.context.laneTimeoutMs));
+    const lane = node.log.tryAcquireLane();
+    if (lane === undefined) {
+      return node.log.acquireLane(this.context.laneTimeoutMs).then((granted) => this.commitOnLane(effects, granted));
+    }
+    this.commitOnLane(effects, lane);
+    return undefined;
+  }
+
+  private commitOnLane(effects: NodeEffects, lane: number): void {
+    const node = effects.node;
     // A failure inside marks the log failed (the node must be reopened); the lane stays taken.
     node.log.commitOnLane(lane, effects.builder);
     node.log.releaseLane(lane);
     // Durable from here on: whatever happens to the bookkeeping below, this is not rolled back.
     this.state = 'committed';
-    node.allocator.committed(effects.allocs, effects.frees);
-    node.allocator.cancelled(effects.transient, []);
+    if (effects.allocs.length + effects.frees.length > 0) node.allocator.committed(effects.allocs, effects.frees);
+    if (effects.transient.length > 0) node.allocator.cancelled(effects.transient, []);
+  }
+
+  private recycle(): void {
+    for (const effects of this.effects.values()) effects.node.log.recycleBuilder(effects.builder);
+    this.effects.clear();
   }
 
   private rollBack(): void {
@@ -159,7 +186,7 @@ export class Transaction implements LockOwner {
       // A node whose log failed mid-commit is dead until reopened; its DRAM state no longer matters.
       if (!effects.node.log.failed) effects.node.allocator.cancelled([...effects.allocs, ...effects.transient], effects.frees);
     }
-    this.effects.clear();
+    this.recycle();
   }
 
   private effectsOn(node: PoolNode): NodeEffects {
