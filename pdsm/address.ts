@@ -58,8 +58,9 @@ export function formatAddress(address: GlobalAddress): string {
   return isNull(address) ? 'null' : `${nodeOf(address)}:0x${offsetOf(address).toString(16)}`;
 }
 
-/** Parse `node:offset` (decimal or 0x hex offset) or a plain integer. */
+/** Parse `node:offset` (decimal or 0x hex offset), a plain integer, or `null` (what formatAddress prints for it). */
 export function parseAddress(text: string): GlobalAddress {
+  if (text.trim() === 'null') return NULL_ADDRESS;
   const match = /^(\d+):(0x[0-9a-fA-F]+|\d+)$/.exec(text.trim());
   if (match) return makeAddress(Number(match[1]), Number(match[2]));
   if (/^\d+$/.test(text.trim())) return toAddress(Number(text.trim()));

@@ -187,13 +187,13 @@ export function inspectLane(image: Buffer, layout: Layout, lane: number): LaneSt
   if (!Number.isSafeInteger(appliedGeneration) || appliedGeneration > MAX_GENERATION) {
     throw new DpmsError('DPMS_CORRUPTION', `log lane ${lane} has an impossible applied generation`);
   }
-  if (!Number.isSafeInteger(generation) || generation > MAX_GENERATION || !Number.isSafeInteger(sequence)) {
+  if (!Number.isSafeInteger(generation) || generation > MAX_GENERATION) {
     // Only damage, never a crash, produces this: the record is unusable, and the lane restarts from its applied generation.
     return { ...result, generation: appliedGeneration, sequence: 0, state: 'torn' };
   }
   if (magic !== COMMIT_MAGIC && appliedGeneration === 0 && generation === 0) return { ...result, state: 'empty' };
   if (generation <= appliedGeneration) return { ...result, state: 'void' };
-  if (magic !== COMMIT_MAGIC) return { ...result, state: 'torn' };
+  if (magic !== COMMIT_MAGIC || !Number.isSafeInteger(sequence)) return { ...result, sequence: 0, state: 'torn' };
   const fits = recordsBytes <= layout.laneBytes - LANE.records && recordsBytes % 8 === 0;
   const verified = fits && logChecksum(image, commitAt, recordsBytes, generation) === image.readUInt32LE(commitAt + COMMIT.checksum);
   return { ...result, state: verified ? 'committed' : 'torn' };
@@ -257,6 +257,12 @@ export class RedoLog {
       const base = laneOffset(this.layout, state.lane);
       this.pm.store64(base + LANE.appliedGeneration, BigInt(this.laneGeneration[state.lane]));
       this.pm.flush(base + LANE.appliedGeneration, 8);
+      // A generation that damage made unusable would leave the lane torn at every open: make it stale by rule.
+      const generationAt = base + LANE.commit + COMMIT.generation;
+      if (state.state === 'torn' && readU64(image, generationAt) !== this.laneGeneration[state.lane]) {
+        this.pm.store64(generationAt, BigInt(this.laneGeneration[state.lane]));
+        this.pm.flush(generationAt, 8);
+      }
     }
     if (committed.length + toVoid.length > 0) this.pm.drain();
     return { replayed: committed.length, discarded };
