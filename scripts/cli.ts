@@ -8,6 +8,7 @@ import { registerBenchCommands } from './commands/bench';
 import { registerDemoCommand } from './commands/demo';
 import { registerPoolCommands } from './commands/pool';
 import { EXIT } from './commands/run';
+import { isDpmsError } from '../pdsm';
 
 async function main(): Promise<void> {
   let parser = yargs(hideBin(process.argv))
@@ -21,9 +22,10 @@ async function main(): Promise<void> {
     .strict()
     .recommendCommands()
     .fail((message, error, instance) => {
-      if (error) throw error;
+      // Bad arguments, including values rejected while parsing (sizes), get usage text and status 2.
+      if (error && !isDpmsError(error, 'DPMS_INVALID_ARGUMENT') && error.name !== 'YError') throw error;
       instance.showHelp('error');
-      console.error(`\ndpms: ${message}`);
+      console.error(`\ndpms: ${error ? error.message : message}`);
       process.exit(EXIT.usage);
     })
     .help()

@@ -9,19 +9,19 @@ export function registerPoolCommands(yargs: Argv): Argv {
   return yargs
     .command('format <pool>', 'create and format a pool file (refuses to overwrite without --force)', (y) => y
       .positional('pool', { type: 'string', demandOption: true, describe: 'pool file (use tmpfs, e.g. /dev/shm, to emulate PM)' })
-      .option('size', { type: 'string', demandOption: true, describe: 'pool size, e.g. 256M' })
+      .option('size', { type: 'string', demandOption: true, describe: 'pool size, e.g. 256M', coerce: (v: string) => parseSize(v, '--size') })
       .option('node', { type: 'number', default: 0, describe: 'node id of this pool (0-4095)' })
-      .option('chunk-size', { type: 'string', default: String(FORMAT_DEFAULTS.chunkBytes), describe: 'level-1 chunk size, a power of two' })
+      .option('chunk-size', { type: 'string', default: String(FORMAT_DEFAULTS.chunkBytes), describe: 'level-1 chunk size, a power of two', coerce: (v: string) => parseSize(v, '--chunk-size') })
       .option('lanes', { type: 'number', default: FORMAT_DEFAULTS.laneCount, describe: 'redo-log lanes (concurrent commits)' })
-      .option('lane-size', { type: 'string', default: String(FORMAT_DEFAULTS.laneBytes), describe: 'bytes of log per lane (bounds one transaction)' })
+      .option('lane-size', { type: 'string', default: String(FORMAT_DEFAULTS.laneBytes), describe: 'bytes of log per lane (bounds one transaction)', coerce: (v: string) => parseSize(v, '--lane-size') })
       .option('force', { type: 'boolean', default: false, describe: 'overwrite an existing file' }),
     (argv) => run(() => {
       const info = formatPoolFile(argv.pool, {
-        sizeBytes: parseSize(argv.size, '--size'),
+        sizeBytes: argv.size,
         nodeId: argv.node,
-        chunkBytes: parseSize(argv['chunk-size'], '--chunk-size'),
+        chunkBytes: argv['chunk-size'],
         laneCount: argv.lanes,
-        laneBytes: parseSize(argv['lane-size'], '--lane-size'),
+        laneBytes: argv['lane-size'],
         force: argv.force,
       });
       const layout = info.layout;
