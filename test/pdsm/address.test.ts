@@ -3,20 +3,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  formatAddress, isDpmsError, isNull, makeAddress, nodeOf, NULL_ADDRESS, offsetOf, parseAddress, readAddress, toAddress,
-  writeAddress, type DpmsErrorCode, type GlobalAddress,
+  formatAddress, isNull, makeAddress, nodeOf, NULL_ADDRESS, offsetOf, parseAddress, readAddress, toAddress,
+  writeAddress, type GlobalAddress,
 } from '../../pdsm';
+import { code } from '../support/errors';
 
 const MAX_NODE = 4095;
 const MAX_OFFSET = 2 ** 40 - 1;
 
-function code(expected: DpmsErrorCode): (error: unknown) => true {
-  return (error: unknown) => {
-    assert.ok(isDpmsError(error), `expected a DpmsError, got ${String(error)}`);
-    assert.equal(error.code, expected, error.message);
-    return true;
-  };
-}
 
 test('makeAddress / nodeOf / offsetOf round trip, including the limits', () => {
   const cases: Array<[number, number]> = [

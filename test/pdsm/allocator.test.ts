@@ -3,32 +3,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  createSimPm, isDpmsError, makeAddress, nodeOf, offsetOf, Pdsm, PoolNode, verifyPool, type DpmsErrorCode, type GlobalAddress,
+  createSimPm, isDpmsError, makeAddress, nodeOf, offsetOf, Pdsm, PoolNode, verifyPool, type GlobalAddress,
   type SimMapping,
 } from '../../pdsm';
+import { uint32Stream as prng } from '../support/random';
+import { code } from '../support/errors';
 
 const POOL_BYTES = 2 * 1024 * 1024;
 const CHUNK = 16 * 1024;
 const FORMAT = { nodeId: 0, chunkBytes: CHUNK, laneCount: 4, laneBytes: 16 * 1024 };
 
-function code(expected: DpmsErrorCode): (error: unknown) => true {
-  return (error: unknown) => {
-    assert.ok(isDpmsError(error), `expected a DpmsError ${expected}, got ${String(error)}`);
-    assert.equal(error.code, expected, error.message);
-    return true;
-  };
-}
 
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 async function openPool(poolBytes = POOL_BYTES): Promise<{ sim: SimMapping; dsm: Pdsm }> {
   const sim = createSimPm(poolBytes);

@@ -5,32 +5,17 @@ import { test } from 'node:test';
 import { crc32c } from '../../native';
 import {
   COMMIT, COMMIT_CHECKED_FROM, COMMIT_MAGIC, createSimPm, generationSeed, inspectLane, InstrumentedPm, isDpmsError, LANE, makeAddress,
-  Pdsm, PoolNode, RECORD, RECORD_HEADER_BYTES, RecordOp, verifyPool, type DpmsErrorCode, type Layout, type PmOps, type SimMapping,
+  Pdsm, PoolNode, RECORD, RECORD_HEADER_BYTES, RecordOp, verifyPool, type Layout, type PmOps, type SimMapping,
 } from '../../pdsm';
+import { uint32Stream as prng } from '../support/random';
+import { code } from '../support/errors';
 
 const POOL_BYTES = 1024 * 1024;
 const FORMAT = { nodeId: 0, chunkBytes: 16 * 1024, laneCount: 4, laneBytes: 8 * 1024 };
 
 class SimulatedCrash extends Error {}
 
-function code(expected: DpmsErrorCode): (error: unknown) => true {
-  return (error: unknown) => {
-    assert.ok(isDpmsError(error), `expected a DpmsError ${expected}, got ${String(error)}`);
-    assert.equal(error.code, expected, error.message);
-    return true;
-  };
-}
 
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 function randomBytes(next: () => number, length: number): Buffer {
   const bytes = Buffer.alloc(length);

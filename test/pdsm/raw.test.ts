@@ -3,31 +3,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  createSimPm, isDpmsError, makeAddress, offsetOf, Pdsm, PoolNode, ROOT_BYTES, verifyPool, type DpmsErrorCode, type GlobalAddress,
+  createSimPm, makeAddress, offsetOf, Pdsm, PoolNode, ROOT_BYTES, verifyPool, type GlobalAddress,
   type SimMapping,
 } from '../../pdsm';
+import { uint32Stream as prng } from '../support/random';
+import { code } from '../support/errors';
 
 const POOL_BYTES = 1024 * 1024;
 const FORMAT = { nodeId: 0, chunkBytes: 16 * 1024, laneCount: 2, laneBytes: 8 * 1024 };
 
-function code(expected: DpmsErrorCode): (error: unknown) => true {
-  return (error: unknown) => {
-    assert.ok(isDpmsError(error), `expected a DpmsError ${expected}, got ${String(error)}`);
-    assert.equal(error.code, expected, error.message);
-    return true;
-  };
-}
 
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 async function openOne(): Promise<{ sim: SimMapping; dsm: Pdsm }> {
   const sim = createSimPm(POOL_BYTES);

@@ -9,6 +9,8 @@ import {
   checkPoolFile, createSimPm, decodeSuperblock, FORMAT_VERSION, formatPoolFile, inspectPoolFile, isDpmsError, openPoolFile, Pdsm,
   PoolNode, type DpmsErrorCode,
 } from '../../pdsm';
+import { uint32Stream as prng } from '../support/random';
+import { code } from '../support/errors';
 
 const SEED = 0x5eed5b10;
 const POOL_BYTES = 1024 * 1024;
@@ -28,13 +30,6 @@ after(() => {
   for (const file of created) assert.equal(fs.existsSync(file), false, `${file} left behind`);
 });
 
-function code(expected: DpmsErrorCode): (error: unknown) => true {
-  return (error: unknown) => {
-    assert.ok(isDpmsError(error), `expected a DpmsError ${expected}, got ${String(error)}`);
-    assert.equal(error.code, expected, error.message);
-    return true;
-  };
-}
 
 /** Open through every entry point that reads a pool file; all must fail with `expected`. */
 async function assertOpenFails(file: string, expected: DpmsErrorCode, nodeId?: number): Promise<void> {
@@ -71,17 +66,6 @@ function resealSuperblock(file: string, change: (superblock: Buffer) => void): v
   patch(file, 0, superblock);
 }
 
-/** mulberry32, so that the garbage is the same on every run. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 test('format then open works and returns the pool info', async () => {
   const file = tempPath('ok');

@@ -3,19 +3,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  createSimPm, isDpmsError, makeAddress, Pdsm, PoolNode, ROOT_BYTES, type DpmsErrorCode, type GlobalAddress, type SimMapping,
+  createSimPm, makeAddress, Pdsm, PoolNode, ROOT_BYTES, type GlobalAddress, type SimMapping,
 } from '../../pdsm';
+import { code } from '../support/errors';
 
 const POOL_BYTES = 1024 * 1024;
 const FORMAT = { chunkBytes: 16 * 1024, laneCount: 4, laneBytes: 16 * 1024 };
 
-function code(expected: DpmsErrorCode): (error: unknown) => true {
-  return (error: unknown) => {
-    assert.ok(isDpmsError(error), `expected a DpmsError ${expected}, got ${String(error)}`);
-    assert.equal(error.code, expected, error.message);
-    return true;
-  };
-}
 
 function newSim(nodeId = 0): SimMapping {
   const sim = createSimPm(POOL_BYTES);

@@ -44,3 +44,9 @@ export function testSeed(name: string): number {
   console.log(`# ${name}: seed ${seed} (replay with DPMS_SEED=${seed})`);
   return seed;
 }
+
+/** A function returning the seeded stream's next value as a uint32 (what mulberry32 produces). */
+export function uint32Stream(seed: number): () => number {
+  const random = new Random(seed);
+  return () => Math.floor(random.next() * 4294967296);
+}
