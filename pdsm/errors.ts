@@ -53,6 +53,15 @@ export function fromNative(error: unknown, context: string): DpmsError {
   throw error;
 }
 
+/** Run a native call and convert what it throws into a typed DpmsError. */
+export function callNative<T>(call: () => T, context: string): T {
+  try {
+    return call();
+  } catch (error) {
+    throw fromNative(error, context);
+  }
+}
+
 /** Assert an invariant; a failure is a bug in dpms, never an operating error. */
 export function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new Error(`dpms assertion failed: ${message}`);

@@ -4,7 +4,7 @@
 // caller controls. Every method is async so that remote nodes (issue 3) fit behind the same face.
 
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from './address';
-import { DpmsError, fromNative, isDpmsError } from './errors';
+import { callNative, DpmsError, isDpmsError } from './errors';
 import { LockTable } from './locks';
 import { PoolNode, type OpenOptions } from './node';
 import { openPoolFile, type PmOps } from './pmem';
@@ -134,35 +134,35 @@ export class Pdsm implements TxContext {
   /** Make [address, address+length) durable. */
   async persist(address: GlobalAddress, length: number): Promise<void> {
     const { node, offset } = this.locate(address, length);
-    native(() => node.pm.persist(offset, length), 'persist');
+    callNative(() => node.pm.persist(offset, length), 'persist');
   }
 
   /** Store bytes and make them durable before returning. */
   async writePersist(address: GlobalAddress, data: Uint8Array): Promise<void> {
     const { node, offset } = this.locate(address, data.length);
-    native(() => node.pm.memcpyPersist(offset, data), 'writePersist');
+    callNative(() => node.pm.memcpyPersist(offset, data), 'writePersist');
   }
 
   async load64(address: GlobalAddress): Promise<bigint> {
     const { node, offset } = this.locate(address, 8);
-    return native(() => node.pm.load64(offset), 'load64');
+    return callNative(() => node.pm.load64(offset), 'load64');
   }
 
   async store64(address: GlobalAddress, value: bigint): Promise<void> {
     const { node, offset } = this.locate(address, 8);
-    native(() => node.pm.store64(offset, value), 'store64');
+    callNative(() => node.pm.store64(offset, value), 'store64');
   }
 
   /** Compare-and-swap; returns the value found (the swap happened when it equals `expected`). */
   async cas64(address: GlobalAddress, expected: bigint, desired: bigint): Promise<bigint> {
     const { node, offset } = this.locate(address, 8);
-    return native(() => node.pm.cas64(offset, expected, desired), 'cas64');
+    return callNative(() => node.pm.cas64(offset, expected, desired), 'cas64');
   }
 
   /** Fetch-and-add; returns the value before the add. */
   async faa64(address: GlobalAddress, delta: bigint): Promise<bigint> {
     const { node, offset } = this.locate(address, 8);
-    return native(() => node.pm.faa64(offset, delta), 'faa64');
+    return callNative(() => node.pm.faa64(offset, delta), 'faa64');
   }
 
   /** Allocate in a transaction of its own. */
@@ -207,11 +207,3 @@ export class Pdsm implements TxContext {
   }
 }
 
-/** Run a call into the addon, turning its coded errors (DPMS_MISALIGNED, DPMS_CLOSED, ...) into DpmsErrors. */
-function native<T>(call: () => T, operation: string): T {
-  try {
-    return call();
-  } catch (error) {
-    throw fromNative(error, operation);
-  }
-}

@@ -4,7 +4,7 @@
 
 import fs from 'node:fs';
 import { createSim, openPool, type PmMapping, type SimMapping } from '../native';
-import { DpmsError, fromNative } from './errors';
+import { callNative, DpmsError } from './errors';
 import { SUPERBLOCK_BYTES } from './layout';
 
 /** The operations pDSM needs from a piece of (local or remote) persistent memory. */
@@ -16,11 +16,7 @@ export type { PmMapping, SimMapping };
 
 /** Create a new pool file of `sizeBytes` and map it; refuses an existing file. */
 export function createPoolFile(filePath: string, sizeBytes: number): PmOps {
-  try {
-    return openPool(filePath, { createSizeBytes: sizeBytes });
-  } catch (error) {
-    throw fromNative(error, `cannot create pool ${filePath}`);
-  }
+  return callNative(() => openPool(filePath, { createSizeBytes: sizeBytes }), `cannot create pool ${filePath}`);
 }
 
 /** Map an existing pool file. A file too short to hold a superblock is DPMS_TRUNCATED. */
@@ -40,11 +36,7 @@ export function openPoolFile(filePath: string): PmOps {
   if (sizeBytes < SUPERBLOCK_BYTES) {
     throw new DpmsError('DPMS_TRUNCATED', `pool ${filePath} is ${sizeBytes} B, shorter than its ${SUPERBLOCK_BYTES}-B superblock`);
   }
-  try {
-    return openPool(filePath);
-  } catch (error) {
-    throw fromNative(error, `cannot map pool ${filePath}`);
-  }
+  return callNative(() => openPool(filePath), `cannot map pool ${filePath}`);
 }
 
 /** A crash simulator of `sizeOrImage` bytes (zeroed), or starting from a copy of an image. */

@@ -25,16 +25,17 @@ export function formatPoolFile(filePath: string, options: FormatFileOptions): Po
     fs.rmSync(filePath);
   }
   const pm = createPoolFile(filePath, options.sizeBytes);
+  let result: PoolInfo & { isPmem: boolean; flushMode: string };
   try {
     const info = PoolNode.format(pm, options);
-    return { ...info, isPmem: pm.isPmem, flushMode: pm.flushMode };
+    result = { ...info, isPmem: pm.isPmem, flushMode: pm.flushMode };
   } catch (error) {
     pm.close();
     fs.rmSync(filePath, { force: true });
     throw error;
-  } finally {
-    pm.close(); // idempotent
   }
+  pm.close();
+  return result;
 }
 
 function readPoolImage(filePath: string): Buffer {
