@@ -1,6 +1,6 @@
 # Build of the dpms N-API addon (native/src): libpmem mappings, the crash simulator, CRC-32C and the
-# native bench loops. C++17 with C++ exceptions (node-addon-api's NAPI_CPP_EXCEPTIONS), -O2, and
-# warnings on; links PMDK's libpmem.
+# native bench loops, the transport providers (tcp, verbs) and their HMAC handshake. C++17 with C++ exceptions (node-addon-api's NAPI_CPP_EXCEPTIONS), -O2, and
+# warnings on; links PMDK's libpmem, OpenSSL's libcrypto and rdma-core's libibverbs and librdmacm.
 {
   "targets": [
     {
@@ -8,11 +8,14 @@
       "sources": [
         "src/addon.cc",
         "src/args.cc",
+        "src/auth.cc",
         "src/crc32c.cc",
         "src/errors.cc",
         "src/mapping.cc",
         "src/pool.cc",
-        "src/sim.cc"
+        "src/sim.cc",
+        "src/tcp.cc",
+        "src/verbs.cc"
       ],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
@@ -21,7 +24,7 @@
       "cflags_cc!": ["-O3", "-fno-exceptions", "-std=gnu++17"],
       "cflags": ["-O2", "-Wall", "-Wextra"],
       "cflags_cc": ["-O2", "-std=c++17", "-fexceptions", "-Wall", "-Wextra"],
-      "libraries": ["-lpmem"]
+      "libraries": ["-lpmem", "-lcrypto", "-libverbs", "-lrdmacm", "-lpthread"]
     }
   ]
 }

@@ -73,7 +73,118 @@ export interface OpenPoolOptions {
   readonly createSizeBytes?: number;
 }
 
+// ---- Transport providers (tcp.cc, verbs.cc) ----
+//
+// Both network providers have the same shape. A server serves registered regions (PmMappings, each
+// with a random 32-bit rkey) to authenticated clients: one-sided operations are executed without any
+// JavaScript on the serving side (tcp: by the addon's serving thread; verbs: by the RDMA device),
+// two-sided messages (SEND/RECV) and connection events reach JavaScript through onEvent, on the main
+// thread. A client runs on the caller's event loop (no thread hop): operations posted in one turn of
+// the loop leave together (one writev / one ibv_post_send chain), many may be in flight, and each
+// settles its own promise. A remote access error (bad rkey, out of bounds, misaligned atomic) rejects
+// that operation with DPMS_REMOTE_ACCESS and breaks the connection, as an RC queue pair goes to the
+// error state: every other pending and later operation rejects with DPMS_DISCONNECTED.
+
+export type NetworkProvider = 'tcp' | 'verbs';
+
+/** A region as the client sees it after the handshake. */
+export interface RemoteRegion {
+  readonly sizeBytes: number;
+  readonly rkey: number;
+}
+
+export interface ServerStats {
+  readonly connectionsOpen: number;
+  readonly connectionsAccepted: number;
+  /** Handshakes that failed: wrong proof, timeout, or a frame before authentication. */
+  readonly authFailures: number;
+  /** Malformed, truncated, oversized or unknown frames (each closed its connection). */
+  readonly badFrames: number;
+  /** Remote access errors: bad rkey, out of bounds, misaligned atomic (each closed its connection). */
+  readonly accessErrors: number;
+  readonly reads: number;
+  readonly writes: number;
+  readonly atomics: number;
+  readonly persists: number;
+  readonly messages: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+export type ServerEvent =
+  | { readonly type: 'open'; readonly connection: number; readonly peer: string }
+  /** A two-sided message (SEND) that wants a reply: answer with server.reply(connection, requestId, ...). */
+  | { readonly type: 'message'; readonly connection: number; readonly requestId: number; readonly payload: Buffer }
+  /** A WRITE-with-immediate landed (its data is already in the region): the 32-bit immediate and the data length. */
+  | { readonly type: 'immediate'; readonly connection: number; readonly immediate: number; readonly length: number }
+  | { readonly type: 'close'; readonly connection: number; readonly reason: string };
+
+export interface ServeOptions {
+  /** Address to listen on (tcp: any host/IP; verbs: an IP address of an RDMA device, e.g. 10.200.0.1). */
+  readonly host: string;
+  /** 0 picks a free port (see server.port). */
+  readonly port: number;
+  /** The cluster secret (16 to 1024 bytes). */
+  readonly secret: Uint8Array;
+  readonly nodeId: number;
+  /** Registered regions, in order: the client addresses them by index. Pinned while served. */
+  readonly regions: readonly PmMapping[];
+  /** Largest two-sided message either way (default 1 MiB). */
+  readonly maxMessageBytes?: number;
+  /** A client that has not authenticated within this time is dropped (default 5000). */
+  readonly handshakeTimeoutMs?: number;
+  readonly onEvent: (event: ServerEvent) => void;
+}
+
+export interface TransportServer {
+  readonly port: number;
+  readonly regions: readonly RemoteRegion[];
+  /** Answer a message. Ignored when the connection is gone. */
+  reply(connection: number, requestId: number, payload: Uint8Array): void;
+  /** Drop a client at once (fencing: it can do nothing more here). */
+  disconnect(connection: number): void;
+  stats(): ServerStats;
+  /** Stop serving: closes every connection, stops the thread, unpins the regions. Idempotent. */
+  close(): void;
+}
+
+export interface ConnectOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly secret: Uint8Array;
+  /** Connect + handshake deadline (default 5000). */
+  readonly timeoutMs?: number;
+  /** Largest two-sided message either way (default 1 MiB). */
+  readonly maxMessageBytes?: number;
+}
+
+/**
+ * One authenticated connection. `rkey` arguments are the key presented to the server; callers pass
+ * regions[region].rkey (tests pass wrong ones). Offsets are not checked on this side.
+ */
+export interface TransportConnection {
+  readonly nodeId: number;
+  readonly regions: readonly RemoteRegion[];
+  read(region: number, offset: number, length: number, rkey: number): Promise<Buffer>;
+  write(region: number, offset: number, data: Uint8Array, rkey: number): Promise<void>;
+  writeWithImmediate(region: number, offset: number, data: Uint8Array, immediate: number, rkey: number): Promise<void>;
+  compareAndSwap(region: number, offset: number, expected: bigint, desired: bigint, rkey: number): Promise<bigint>;
+  fetchAndAdd(region: number, offset: number, delta: bigint, rkey: number): Promise<bigint>;
+  /** Remote persistence: resolves once every earlier write to [offset, offset+length) is durable. */
+  persist(region: number, offset: number, length: number, rkey: number): Promise<void>;
+  /** Two-sided RPC: SEND payload, resolve with the server's reply. */
+  call(payload: Uint8Array): Promise<Buffer>;
+  /** Called once when the connection ends for any reason other than close(). */
+  onClose(listener: (reason: string) => void): void;
+  /** Close now; pending operations reject with DPMS_DISCONNECTED. Idempotent. */
+  close(): void;
+}
+
 interface Addon {
+  tcpServe?(options: ServeOptions): TransportServer;
+  tcpConnect?(options: ConnectOptions): Promise<TransportConnection>;
+  verbsServe?(options: ServeOptions): TransportServer;
+  verbsConnect?(options: ConnectOptions): Promise<TransportConnection>;
   openPool(filePath: string, options: OpenPoolOptions): PmMapping;
   createSim(sizeOrImage: number | Uint8Array): SimMapping;
   crc32c(data: Uint8Array, offset: number, length: number, seed: number, forceSoftware?: boolean): number;
@@ -101,6 +212,24 @@ function loadAddon(): Addon {
 }
 
 const addon = loadAddon();
+
+function providerFunction<K extends keyof Addon>(name: K): NonNullable<Addon[K]> {
+  const fn = addon[name];
+  if (typeof fn !== 'function') {
+    throw Object.assign(new Error(`this build of the addon has no ${String(name)}`), { code: 'DPMS_UNSUPPORTED' });
+  }
+  return (fn as (...args: unknown[]) => unknown).bind(addon) as NonNullable<Addon[K]>;
+}
+
+/** Serve regions over a network provider (see "Transport providers" above). */
+export function serve(provider: NetworkProvider, options: ServeOptions): TransportServer {
+  return provider === 'tcp' ? providerFunction('tcpServe')(options) : providerFunction('verbsServe')(options);
+}
+
+/** Connect and authenticate to a server of the same provider. */
+export function connect(provider: NetworkProvider, options: ConnectOptions): Promise<TransportConnection> {
+  return provider === 'tcp' ? providerFunction('tcpConnect')(options) : providerFunction('verbsConnect')(options);
+}
 
 /** Map a pool file with pmem_map_file. */
 export function openPool(filePath: string, options: OpenPoolOptions = {}): PmMapping {

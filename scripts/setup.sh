@@ -5,12 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Libraries the addon links (libpmem, rdma-core), FUSE for pDFS, and the build tools node-gyp uses.
-# fio, bindfs and redis are the benchmark peers; qemu and friends run the soft-RoCE VM.
+# Libraries the addon links (libpmem, OpenSSL's libcrypto, rdma-core), FUSE for pDFS, and the build
+# tools node-gyp uses. qemu, busybox, cpio, kmod and the rdma-core providers run the soft-RoCE VM in
+# which the verbs provider is tested (scripts/rxe-vm.sh).
 packages=(
   build-essential python3 pkg-config
-  libpmem-dev libibverbs-dev librdmacm-dev ibverbs-utils rdmacm-utils
+  libpmem-dev libssl-dev libibverbs-dev librdmacm-dev ibverbs-utils rdmacm-utils ibverbs-providers rdma-core
   libfuse2 fuse3
+  qemu-system-x86 busybox-static cpio kmod iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

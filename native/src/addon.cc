@@ -1,5 +1,5 @@
 // Entry point of the dpms_native addon: the module's exports (native/index.ts is their typed face):
-// openPool, createSim, crc32c and the native bench loops.
+// openPool, createSim, crc32c, the native bench loops, and the transport providers (tcp.cc, verbs.cc).
 #include <napi.h>
 
 #include <cerrno>
@@ -15,6 +15,8 @@
 #include "errors.h"
 #include "mapping.h"
 #include "region.h"
+#include "tcp.h"
+#include "verbs.h"
 
 namespace dpms {
 
@@ -147,6 +149,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crc32c", Napi::Function::New(env, Crc32cExport, "crc32c"));
   exports.Set("benchStoreFlushFence", Napi::Function::New(env, BenchStoreFlushFence, "benchStoreFlushFence"));
   exports.Set("benchMemcpyPersist", Napi::Function::New(env, BenchMemcpyPersist, "benchMemcpyPersist"));
+  InitTcp(env, exports);
+  InitVerbs(env, exports);
   return exports;
 }
 

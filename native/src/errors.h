@@ -17,10 +17,21 @@ enum class Status {
   kExists,           // openPool with createSizeBytes on a path that exists
   kNotFound,         // openPool without createSizeBytes on a missing path
   kIo,               // any other OS / libpmem failure
+  kBusy,             // the resource is in use (a mapping a server still serves)
+  kAuth,             // the peer did not prove knowledge of the cluster secret
+  kRemoteAccess,     // the remote side refused an access (bounds, rkey, alignment): the connection is broken
+  kDisconnected,     // the connection is gone (closed, reset, or broken by an earlier error)
+  kTimeout,          // connect / handshake / operation did not finish in time
+  kProtocol,         // a malformed, truncated, oversized or unexpected frame
+  kUnreachable,      // connection refused / no route / address resolution failed
+  kUnsupported,      // no such provider or device on this machine (e.g. no RDMA device)
 };
 
 // The JS `code` string for a status.
 const char* StatusCode(Status status);
+
+// The JS Error for a status (to reject a promise with); ThrowStatus throws the same.
+Napi::Error MakeError(Napi::Env env, Status status, const std::string& message);
 
 // Throw a JS Error (a TypeError for kInvalidArgument) carrying `code`. Never returns.
 [[noreturn]] void ThrowStatus(Napi::Env env, Status status, const std::string& message);

@@ -200,6 +200,9 @@ Napi::Value Mapping<Derived>::Faa64(const Napi::CallbackInfo& info) {
 template <typename Derived>
 Napi::Value Mapping<Derived>::Close(const Napi::CallbackInfo& info) {
   if (region_ == nullptr || region_->closed()) return info.Env().Undefined();
+  if (region_->pinned()) {
+    ThrowStatus(info.Env(), Status::kBusy, "the mapping is being served by a transport server; close the server first");
+  }
   // Detach first, so no JS view can reach the memory once it is unmapped.
   if (!arrayBuffer_.IsEmpty()) {
     Napi::ArrayBuffer arrayBuffer = arrayBuffer_.Value();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -36,6 +37,12 @@ class Region {
   virtual bool memcpyPersist(size_t dstOffset, const uint8_t* src, size_t length) = 0;
   virtual bool memcpyFlush(size_t dstOffset, const uint8_t* src, size_t length) = 0;
 
+  // Transport servers pin the regions they serve: a pinned region refuses close() (DPMS_BUSY), so a
+  // serving thread never touches unmapped memory. Pin and unpin only from the JS thread.
+  void pin() { pins_.fetch_add(1); }
+  void unpin() { pins_.fetch_sub(1); }
+  bool pinned() const { return pins_.load() > 0; }
+
   // Release the memory now (idempotent). JS must have detached its view first.
   void close() {
     if (data_ != nullptr) release();
@@ -50,6 +57,7 @@ class Region {
  private:
   uint8_t* data_;
   size_t size_;
+  std::atomic<int> pins_{0};
 };
 
 // A file mapped with pmem_map_file.
