@@ -129,7 +129,7 @@ export interface ServeOptions {
   readonly nodeId: number;
   /** Registered regions, in order: the client addresses them by index. Pinned while served. */
   readonly regions: readonly PmMapping[];
-  /** Largest two-sided message either way (default 1 MiB). */
+  /** Largest two-sided message either way (default 64 KiB, at most 16 MiB). */
   readonly maxMessageBytes?: number;
   /** A client that has not authenticated within this time is dropped (default 5000). */
   readonly handshakeTimeoutMs?: number;
@@ -154,7 +154,7 @@ export interface ConnectOptions {
   readonly secret: Uint8Array;
   /** Connect + handshake deadline (default 5000). */
   readonly timeoutMs?: number;
-  /** Largest two-sided message either way (default 1 MiB). */
+  /** Largest two-sided message either way (default 64 KiB, at most 16 MiB). */
   readonly maxMessageBytes?: number;
 }
 
