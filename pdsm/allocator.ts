@@ -52,17 +52,21 @@ export function encodeChunkHeader(header: ChunkHeader, chunkIndex: number): Buff
 
 /** Decode a chunk header; undefined when its magic or checksum is wrong. */
 export function decodeChunkHeader(image: Buffer, layout: Layout, chunkIndex: number): ChunkHeader | undefined {
-  const at = chunkMetaAt(layout, chunkIndex);
-  if (image.readUInt32LE(at + CHUNK.magic) !== CHUNK_MAGIC) return undefined;
-  if (crc32c(image, at, CHUNK_CHECKED_BYTES, chunkIndex) !== image.readUInt32LE(at + CHUNK.checksum)) return undefined;
+  return decodeChunkHeaderAt(image, chunkMetaAt(layout, chunkIndex), chunkIndex);
+}
+
+/** Decode the chunk header at `at` in `bytes` (a pool image, or a copy read from a remote node). */
+export function decodeChunkHeaderAt(bytes: Buffer, at: number, chunkIndex: number): ChunkHeader | undefined {
+  if (bytes.readUInt32LE(at + CHUNK.magic) !== CHUNK_MAGIC) return undefined;
+  if (crc32c(bytes, at, CHUNK_CHECKED_BYTES, chunkIndex) !== bytes.readUInt32LE(at + CHUNK.checksum)) return undefined;
   return {
-    kind: image.readUInt16LE(at + CHUNK.kind),
-    classIndex: image.readUInt16LE(at + CHUNK.classIndex),
-    objectBytes: image.readUInt32LE(at + CHUNK.objectBytes),
-    objectCount: image.readUInt32LE(at + CHUNK.objectCount),
-    runChunks: image.readUInt32LE(at + CHUNK.runChunks),
-    ownerId: image.readUInt32LE(at + CHUNK.ownerId),
-    generation: readU64(image, at + CHUNK.generation),
+    kind: bytes.readUInt16LE(at + CHUNK.kind),
+    classIndex: bytes.readUInt16LE(at + CHUNK.classIndex),
+    objectBytes: bytes.readUInt32LE(at + CHUNK.objectBytes),
+    objectCount: bytes.readUInt32LE(at + CHUNK.objectCount),
+    runChunks: bytes.readUInt32LE(at + CHUNK.runChunks),
+    ownerId: bytes.readUInt32LE(at + CHUNK.ownerId),
+    generation: readU64(bytes, at + CHUNK.generation),
   };
 }
 
@@ -172,6 +176,88 @@ export class Allocator {
       chunkCount: this.layout.chunkCount, chunksUsed: this.chunksUsed, objects: this.objects,
       objectBytes: this.objectBytes, heapBytes: this.layout.chunkCount * this.layout.chunkBytes,
     };
+  }
+
+  // ---- level 1 for remote clients (the node daemon; level 2 then runs in the client) ----
+
+  /** The decoded header of an allocated chunk, or undefined. */
+  chunkHeader(chunk: number): ChunkHeader | undefined {
+    if (!Number.isInteger(chunk) || chunk < 0 || chunk >= this.layout.chunkCount || !this.chunkUsed[chunk]) return undefined;
+    return decodeChunkHeader(this.pm.buffer, this.layout, chunk);
+  }
+
+  /** Allocated objects in a chunk according to its bitmap on media (clients change it with one-sided atomics). */
+  mediaObjectCount(chunk: number, objectCount: number): number {
+    const at = chunkMetaAt(this.layout, chunk) + CHUNK.bitmap;
+    let count = 0;
+    for (let word = 0; word < Math.ceil(objectCount / 32); word++) {
+      let bits = this.pm.buffer.readUInt32LE(at + word * 4);
+      while (bits !== 0) {
+        bits &= bits - 1;
+        count++;
+      }
+    }
+    return count;
+  }
+
+  /**
+   * Give a client a Small chunk of a class: an allocated chunk of that class that `reusable` allows
+   * (its owner is gone) and that has free slots, re-owned; otherwise a fresh chunk. One system
+   * transaction either way.
+   */
+  grantSmallChunk(classIndex: number, ownerId: number, reusable: (chunk: number, header: ChunkHeader) => boolean): { chunk: number; header: ChunkHeader } {
+    if (!Number.isInteger(classIndex) || classIndex < 0 || classIndex >= this.layout.sizeClasses.length) {
+      throw new DpmsError('DPMS_INVALID_ARGUMENT', `size class ${classIndex} does not exist (0..${this.layout.sizeClasses.length - 1})`);
+    }
+    for (let chunk = 0; chunk < this.layout.chunkCount; chunk++) {
+      const header = this.chunkUsed[chunk] ? decodeChunkHeader(this.pm.buffer, this.layout, chunk) : undefined;
+      if (!header || header.kind !== ChunkKind.Small || header.classIndex !== classIndex || header.ownerId === ownerId) continue;
+      if (!reusable(chunk, header) || this.mediaObjectCount(chunk, header.objectCount) >= header.objectCount) continue;
+      const owned: ChunkHeader = { ...header, ownerId, generation: this.nextGeneration(chunk) };
+      const builder = this.systemBuilder;
+      builder.reset();
+      builder.write(chunkMetaAt(this.layout, chunk), encodeChunkHeader(owned, chunk));
+      this.log.commit(builder);
+      return { chunk, header: owned };
+    }
+    const chunk = this.findFreeRun(1);
+    const header: ChunkHeader = { kind: ChunkKind.Small, classIndex, ...smallChunkShape(this.layout, classIndex), runChunks: 1, ownerId, generation: this.nextGeneration(chunk) };
+    this.commitLevel1([{ chunk, header }], true);
+    this.chunks[chunk] = this.newState(chunk, header);
+    return { chunk, header };
+  }
+
+  /** Give a client a Huge run of `runChunks` chunks (its one object is allocated by the client's transaction). */
+  grantHugeRun(runChunks: number, ownerId: number): { chunk: number; header: ChunkHeader } {
+    if (!Number.isInteger(runChunks) || runChunks < 1 || runChunks > this.layout.chunkCount) {
+      throw new DpmsError('DPMS_NO_SPACE', `a run of ${runChunks} chunks cannot fit in this pool (${this.layout.chunkCount} chunks)`);
+    }
+    const state = this.grabRun(runChunks);
+    const header: ChunkHeader = { ...decodeChunkHeader(this.pm.buffer, this.layout, state.index)!, ownerId };
+    const builder = this.systemBuilder;
+    builder.reset();
+    builder.write(chunkMetaAt(this.layout, state.index), encodeChunkHeader(header, state.index));
+    this.log.commit(builder);
+    return { chunk: state.index, header };
+  }
+
+  /**
+   * A client gives back a Small chunk or a Huge run whose bitmap on media is empty. Refused
+   * (DPMS_INVALID_ARGUMENT) when it is not such a chunk or still holds objects; `busy` says whether
+   * an unresolved log may still set bits in it.
+   */
+  releaseClientChunk(chunk: number, busy: (chunk: number) => boolean): void {
+    const header = this.chunkHeader(chunk);
+    if (!header || (header.kind !== ChunkKind.Small && header.kind !== ChunkKind.HugeHead)) {
+      throw new DpmsError('DPMS_INVALID_ARGUMENT', `chunk ${chunk} is not an allocated chunk or run head`);
+    }
+    if (this.mediaObjectCount(chunk, header.objectCount) > 0 || busy(chunk)) return;
+    const state = this.chunks[chunk];
+    if (state) {
+      state.live = 0;
+      state.pending = 0;
+      this.releaseChunk(chunk);
+    }
   }
 
   /** The size class for a request, or HUGE. */

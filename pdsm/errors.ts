@@ -23,7 +23,10 @@ export type DpmsErrorCode =
   | 'DPMS_TX_CONFLICT'
   | 'DPMS_TX_STATE'
   | 'DPMS_TIMEOUT'
-  | 'DPMS_UNSUPPORTED';
+  | 'DPMS_UNSUPPORTED'
+  | 'DPMS_AUTH' | 'DPMS_REMOTE_ACCESS' | 'DPMS_DISCONNECTED' | 'DPMS_PROTOCOL' | 'DPMS_UNREACHABLE' | 'DPMS_BUSY'
+  // distributed pDSM (pdsm/cluster)
+  | 'DPMS_IN_DOUBT' | 'DPMS_TX_ABORTED' | 'DPMS_TX_UNKNOWN' | 'DPMS_CONFIG' | 'DPMS_RPC';
 
 export class DpmsError extends Error {
   readonly code: DpmsErrorCode;
@@ -42,6 +45,7 @@ export function isDpmsError(error: unknown, code?: DpmsErrorCode): error is Dpms
 const nativeCodes = new Set<string>([
   'DPMS_EXISTS', 'DPMS_NOT_FOUND', 'DPMS_IO', 'DPMS_CLOSED', 'DPMS_OUT_OF_BOUNDS',
   'DPMS_MISALIGNED', 'DPMS_INVALID_ARGUMENT',
+  'DPMS_AUTH', 'DPMS_REMOTE_ACCESS', 'DPMS_DISCONNECTED', 'DPMS_PROTOCOL', 'DPMS_UNREACHABLE', 'DPMS_BUSY', 'DPMS_TIMEOUT', 'DPMS_UNSUPPORTED',
 ]);
 
 /** Wrap an error thrown by the native addon; anything without a known code is rethrown as is. */

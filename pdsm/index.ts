@@ -16,3 +16,11 @@ export { decodeSuperblock, type PoolInfo } from './superblock';
 export { Transaction, type TxState } from './tx';
 export { verifyPool, type LiveObject, type VerifyReport } from './verify';
 export { formatPoolFile, checkPoolFile, inspectPoolFile } from './tools';
+export { formatBytes, parseSize } from './units';
+// Distributed pDSM: the transport, cluster configuration, node daemon and cluster client.
+export { connect, serve, type Connection, type ProviderName, type Server } from './transport';
+export { loadClusterConfig, parseClusterConfig, nodeConfig, type ClusterConfig, type NodeConfig } from './cluster/config';
+export { NodeDaemon, type DaemonOptions } from './cluster/daemon';
+export { ClusterClient, type ClusterClientOptions } from './cluster/client';
+export { ClusterTransaction } from './cluster/dtx';
+export type { NodeStatus } from './cluster/protocol';

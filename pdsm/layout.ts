@@ -51,6 +51,13 @@ export const SUPERBLOCK_SEED = 0x5eed5b10;
 export const LANE = {
   /** u64, atomically stored: the highest generation whose log is applied and void. */
   appliedGeneration: 0,
+  /**
+   * u64, the commit decision of a distributed transaction coordinated through this lane:
+   * generation * 4 + Decision. Changed only by 8-byte CAS (the client's commit, a resolver's abort).
+   */
+  decision: 8,
+  /** u64: the highest coordinator generation every participant has confirmed as resolved. */
+  confirmedGeneration: 16,
   /** The commit record, one cache line. */
   commit: 64,
   /** Records start here, 8-byte aligned. */
@@ -63,8 +70,30 @@ export const COMMIT = {
   sequence: 16, // u64, global commit order on this node
   recordsBytes: 24, // u32
   recordCount: 28, // u32
-  flags: 32, // u32, reserved
+  flags: 32, // u32, CommitFlags (0: a one-node transaction, committed by this record alone)
+  coordinatorNode: 36, // u16, distributed transactions: the node whose lane holds the decision
+  coordinatorLane: 38, // u16
+  coordinatorGeneration: 40, // u64, the coordinator lane's generation for this transaction
+  clientId: 48, // u32, the client that wrote the log (for operators)
 } as const;
+
+/** COMMIT.flags bits. */
+export const CommitFlags = {
+  /** Part of a distributed transaction: the log is prepared, committed only if the coordinator's decision says so. */
+  prepared: 1,
+  /** This lane is the coordinator: its LANE.decision word decides the transaction. */
+  coordinator: 2,
+} as const;
+
+/** LANE.decision states (low two bits). */
+export enum Decision {
+  Pending = 0,
+  Committed = 1,
+  Aborted = 2,
+}
+export const decisionWord = (generation: number, decision: Decision): bigint => BigInt(generation) * 4n + BigInt(decision);
+export const decisionGeneration = (word: bigint): number => Number(word >> 2n);
+export const decisionState = (word: bigint): Decision => Number(word & 3n) as Decision;
 /** The checksum covers the commit record from here to the end of the records. */
 export const COMMIT_CHECKED_FROM = 4;
 export const COMMIT_MAGIC = 0x43585444; // "DTXC"
@@ -79,6 +108,8 @@ export enum RecordOp {
   SetBits32 = 2,
   /** u32 at `offset` &= ~mask. */
   ClearBits32 = 3,
+  /** No effect when applied: data is the u16 node ids of every participant (coordinator logs only). */
+  Participants = 4,
 }
 
 /** Per-chunk metadata: a one-line header, then the object bitmap. */

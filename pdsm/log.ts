@@ -15,12 +15,14 @@
 import { crc32c } from '../native';
 import { DpmsError } from './errors';
 import {
-  COMMIT, COMMIT_CHECKED_FROM, COMMIT_MAGIC, generationSeed, heapEnd, LANE, laneOffset, readU64, RECORD,
-  RECORD_HEADER_BYTES, RecordOp, writeU64, type Layout,
+  COMMIT, COMMIT_CHECKED_FROM, COMMIT_MAGIC, CommitFlags, Decision, decisionGeneration, decisionState, decisionWord,
+  generationSeed, heapEnd, LANE, laneOffset, readU64, RECORD, RECORD_HEADER_BYTES, RecordOp, writeU64, type Layout,
 } from './layout';
 import type { PmOps } from './pmem';
 
-const COMMIT_LINE = 64;
+export const COMMIT_LINE = 64;
+/** At most this many nodes take part in one transaction (the Participants record lists them). */
+export const MAX_PARTICIPANTS = 64;
 /** Generations stay far below 2^53 (2^50 commits per lane), so they are exact JavaScript numbers. */
 const MAX_GENERATION = 2 ** 50;
 const pad8 = (n: number): number => (n + 7) & ~7;
@@ -55,6 +57,12 @@ export class RecordBuilder {
 
   clearBits32(offset: number, mask: number): void {
     this.bytes.writeUInt32LE(mask >>> 0, this.append(RecordOp.ClearBits32, offset, 4));
+  }
+
+  /** List the participants of a distributed transaction (coordinator logs; no effect when applied). */
+  participants(nodeIds: readonly number[]): void {
+    const at = this.append(RecordOp.Participants, 0, nodeIds.length * 2);
+    nodeIds.forEach((nodeId, i) => this.bytes.writeUInt16LE(nodeId, at + i * 2));
   }
 
   /** Forget every record (the builder can be reused). */
@@ -100,8 +108,16 @@ function validateRecords(image: Buffer, start: number, recordsBytes: number, rec
     const op = image.readUInt32LE(at + RECORD.op);
     const length = image.readUInt32LE(at + RECORD.length);
     const offset = readU64(image, at + RECORD.offset);
-    if (op !== RecordOp.Write && op !== RecordOp.SetBits32 && op !== RecordOp.ClearBits32) {
+    if (op !== RecordOp.Write && op !== RecordOp.SetBits32 && op !== RecordOp.ClearBits32 && op !== RecordOp.Participants) {
       throw new DpmsError('DPMS_CORRUPTION', `log record ${i} has unknown operation ${op}`);
+    }
+    if (op === RecordOp.Participants) {
+      if (offset !== 0 || length % 2 !== 0 || length > MAX_PARTICIPANTS * 2) {
+        throw new DpmsError('DPMS_CORRUPTION', `log record ${i}: a participants list is at most ${MAX_PARTICIPANTS} u16 node ids`);
+      }
+      at += RECORD_HEADER_BYTES + pad8(length);
+      if (at > end) throw new DpmsError('DPMS_CORRUPTION', `log record ${i} overruns the log`);
+      continue;
     }
     if (op !== RecordOp.Write && (length !== 4 || offset % 4 !== 0)) {
       throw new DpmsError('DPMS_CORRUPTION', `log record ${i}: bit records are aligned 4-byte masks`);
@@ -130,9 +146,41 @@ function copyAndFlush(pm: PmOps, offset: number, source: Buffer, from: number, l
   }
 }
 
+/**
+ * Set or clear bits of the u32 at `offset` with an 8-byte CAS on its aligned word: bitmap words are
+ * shared with remote clients changing other bits of the same word with RDMA atomics at any time.
+ */
+export function applyBits32(pm: PmOps, offset: number, mask: number, set: boolean): void {
+  const wordAt = offset - (offset & 7);
+  const shifted = BigInt(mask >>> 0) << ((offset & 4) !== 0 ? 32n : 0n);
+  let current = pm.load64(wordAt);
+  for (;;) {
+    const next = set ? current | shifted : current & ~shifted & 0xffff_ffff_ffff_ffffn;
+    if (next === current) return;
+    const found = pm.cas64(wordAt, current, next);
+    if (found === current) return;
+    current = found;
+  }
+}
+
+/** The u16 node ids of a log's Participants record, or [] when it has none. */
+export function participantsOf(image: Buffer, start: number, recordCount: number): number[] {
+  let at = start;
+  for (let i = 0; i < recordCount; i++) {
+    const op = image.readUInt32LE(at + RECORD.op);
+    const length = image.readUInt32LE(at + RECORD.length);
+    if (op === RecordOp.Participants) {
+      const ids: number[] = [];
+      for (let j = 0; j < length; j += 2) ids.push(image.readUInt16LE(at + RECORD_HEADER_BYTES + j));
+      return ids;
+    }
+    at += RECORD_HEADER_BYTES + pad8(length);
+  }
+  return [];
+}
+
 /** Apply validated records from `image` (DRAM staging or the lane in PM) and flush; the caller drains. */
-function applyRecords(pm: PmOps, image: Buffer, start: number, recordCount: number): void {
-  const target = pm.buffer;
+export function applyRecords(pm: PmOps, image: Buffer, start: number, recordCount: number): void {
   let at = start;
   for (let i = 0; i < recordCount; i++) {
     const op = image.readUInt32LE(at + RECORD.op);
@@ -141,10 +189,8 @@ function applyRecords(pm: PmOps, image: Buffer, start: number, recordCount: numb
     const data = at + RECORD_HEADER_BYTES;
     if (op === RecordOp.Write) {
       copyAndFlush(pm, offset, image, data, length);
-    } else {
-      const mask = image.readUInt32LE(data);
-      const word = target.readUInt32LE(offset);
-      target.writeUInt32LE(op === RecordOp.SetBits32 ? (word | mask) >>> 0 : (word & ~mask) >>> 0, offset);
+    } else if (op !== RecordOp.Participants) {
+      applyBits32(pm, offset, image.readUInt32LE(data), op === RecordOp.SetBits32);
       pm.flush(offset, 4);
     }
     at = data + pad8(length);
@@ -160,6 +206,8 @@ export interface RecoveryReport {
   readonly replayed: number;
   /** Logs that did not verify (torn or uncommitted) and were voided. */
   readonly discarded: number;
+  /** Prepared logs of distributed transactions whose outcome the coordinator's node holds. */
+  readonly inDoubt: readonly LaneState[];
 }
 
 export interface LaneState {
@@ -171,6 +219,34 @@ export interface LaneState {
   readonly sequence: number;
   readonly recordCount: number;
   readonly recordsBytes: number;
+  /** CommitFlags of the log (0 for one-node transactions). */
+  readonly flags: number;
+  readonly coordinatorNode: number;
+  readonly coordinatorLane: number;
+  readonly coordinatorGeneration: number;
+  readonly clientId: number;
+  /** This lane's decision word (meaningful when the lane coordinated a distributed transaction). */
+  readonly decision: bigint;
+  readonly confirmedGeneration: number;
+}
+
+/** Fill the commit line in front of the records and checksum the whole log image. */
+export function sealLog(staging: Buffer, recordCount: number, recordsBytes: number, generation: number, sequence: number,
+  distributed?: { readonly flags: number; readonly coordinatorNode: number; readonly coordinatorLane: number; readonly coordinatorGeneration: number; readonly clientId: number }): void {
+  staging.writeUInt32LE(COMMIT_MAGIC, COMMIT.magic);
+  staging.writeUInt32LE(recordCount, COMMIT.recordCount);
+  writeU64(staging, COMMIT.generation, generation);
+  writeU64(staging, COMMIT.sequence, sequence);
+  staging.writeUInt32LE(recordsBytes, COMMIT.recordsBytes);
+  staging.fill(0, COMMIT.flags, COMMIT_LINE);
+  if (distributed) {
+    staging.writeUInt32LE(distributed.flags, COMMIT.flags);
+    staging.writeUInt16LE(distributed.coordinatorNode, COMMIT.coordinatorNode);
+    staging.writeUInt16LE(distributed.coordinatorLane, COMMIT.coordinatorLane);
+    writeU64(staging, COMMIT.coordinatorGeneration, distributed.coordinatorGeneration);
+    staging.writeUInt32LE(distributed.clientId >>> 0, COMMIT.clientId);
+  }
+  staging.writeUInt32LE(logChecksum(staging, 0, recordsBytes, generation), COMMIT.checksum);
 }
 
 /** Read-only inspection of one lane, shared by recovery, `dpms inspect` and the verifier. */
@@ -183,7 +259,18 @@ export function inspectLane(image: Buffer, layout: Layout, lane: number): LaneSt
   const sequence = readU64(image, commitAt + COMMIT.sequence);
   const recordCount = image.readUInt32LE(commitAt + COMMIT.recordCount);
   const recordsBytes = image.readUInt32LE(commitAt + COMMIT.recordsBytes);
-  const result = { lane, appliedGeneration, generation, sequence, recordCount, recordsBytes };
+  const coordinatorGeneration = readU64(image, commitAt + COMMIT.coordinatorGeneration);
+  const confirmedGeneration = readU64(image, base + LANE.confirmedGeneration);
+  const result = {
+    lane, appliedGeneration, generation, sequence, recordCount, recordsBytes,
+    flags: image.readUInt32LE(commitAt + COMMIT.flags),
+    coordinatorNode: image.readUInt16LE(commitAt + COMMIT.coordinatorNode),
+    coordinatorLane: image.readUInt16LE(commitAt + COMMIT.coordinatorLane),
+    coordinatorGeneration: Number.isSafeInteger(coordinatorGeneration) ? coordinatorGeneration : 0,
+    clientId: image.readUInt32LE(commitAt + COMMIT.clientId),
+    decision: image.readBigUInt64LE(base + LANE.decision),
+    confirmedGeneration: Number.isSafeInteger(confirmedGeneration) ? confirmedGeneration : 0,
+  };
   if (!Number.isSafeInteger(appliedGeneration) || appliedGeneration > MAX_GENERATION) {
     throw new DpmsError('DPMS_CORRUPTION', `log lane ${lane} has an impossible applied generation`);
   }
@@ -230,11 +317,20 @@ export class RedoLog {
     if (this.spareBuilders.length < 64) this.spareBuilders.push(builder);
   }
 
-  /** Replay committed logs, void the rest. Safe to crash at any point and run again. */
+  /**
+   * Replay committed logs, void the rest. Safe to crash at any point and run again.
+   *
+   * Distributed transactions: a coordinator's prepared log is decided here from its lane's decision
+   * word (a pending decision becomes Aborted: no client can be connected yet, so nobody can still
+   * commit it), then replayed or voided like any other. A participant's prepared log is in doubt:
+   * its outcome lives on the coordinator's node, so it is left untouched and returned in `inDoubt`
+   * for the node daemon to resolve (resolveLane) once it can ask.
+   */
   recover(): RecoveryReport {
     const image = this.pm.buffer;
     const committed: LaneState[] = [];
     const toVoid: LaneState[] = [];
+    const inDoubt: LaneState[] = [];
     let discarded = 0;
     for (let lane = 0; lane < this.layout.laneCount; lane++) {
       const state = inspectLane(image, this.layout, lane);
@@ -242,7 +338,15 @@ export class RedoLog {
       if (state.sequence >= this.nextSequence && state.state === 'committed') this.nextSequence = state.sequence + 1;
       if (state.state === 'committed') {
         validateRecords(image, laneOffset(this.layout, lane) + LANE.records, state.recordsBytes, state.recordCount, this.layout);
-        committed.push(state);
+        if ((state.flags & CommitFlags.prepared) === 0) {
+          committed.push(state);
+        } else if ((state.flags & CommitFlags.coordinator) !== 0) {
+          if (this.decide(lane, state.generation, Decision.Aborted) === Decision.Committed) committed.push(state);
+          else toVoid.push(state);
+        } else {
+          inDoubt.push(state);
+          this.freeLanes.splice(this.freeLanes.indexOf(lane), 1);
+        }
       } else if (state.state === 'torn') {
         discarded++;
         toVoid.push(state);
@@ -265,7 +369,80 @@ export class RedoLog {
       }
     }
     if (committed.length + toVoid.length > 0) this.pm.drain();
-    return { replayed: committed.length, discarded };
+    return { replayed: committed.length, discarded, inDoubt };
+  }
+
+  /**
+   * The decision for the transaction this lane coordinates at `generation`: the decided state, or,
+   * when still pending (or the word belongs to an older generation), `fallback` installed by CAS and
+   * persisted. The CAS makes a resolver's abort and a client's commit mutually exclusive.
+   */
+  decide(lane: number, generation: number, fallback: Decision.Aborted | Decision.Committed): Decision {
+    const at = laneOffset(this.layout, lane) + LANE.decision;
+    let word = this.pm.load64(at);
+    for (;;) {
+      const wordGeneration = decisionGeneration(word);
+      if (wordGeneration > generation) return Decision.Aborted; // the lane moved on: only after every participant confirmed
+      if (wordGeneration === generation && decisionState(word) !== Decision.Pending) {
+        this.pm.persist(at, 8);
+        return decisionState(word);
+      }
+      const found = this.pm.cas64(at, word, decisionWord(generation, fallback));
+      if (found === word) {
+        this.pm.persist(at, 8);
+        return fallback;
+      }
+      word = found;
+    }
+  }
+
+  /**
+   * Settle a lane whose log was left by a client (dead, or an in-doubt participant now decided):
+   * apply its records when `apply`, then void it. The node daemon calls this while the client's
+   * locks still cover the records' targets, so nobody races with the apply.
+   */
+  settleLane(lane: number, state: LaneState, apply: boolean): void {
+    const base = laneOffset(this.layout, lane);
+    if (apply && state.state === 'committed') {
+      validateRecords(this.pm.buffer, base + LANE.records, state.recordsBytes, state.recordCount, this.layout);
+      applyRecords(this.pm, this.pm.buffer, base + LANE.records, state.recordCount);
+      this.pm.drain();
+    }
+    const generation = Math.max(state.generation, state.appliedGeneration);
+    this.laneGeneration[lane] = Math.max(this.laneGeneration[lane], generation);
+    this.pm.store64(base + LANE.appliedGeneration, BigInt(generation));
+    this.pm.persist(base + LANE.appliedGeneration, 8);
+  }
+
+  /** Record that every participant of the transaction coordinated at `generation` has resolved it. */
+  confirm(lane: number, generation: number): void {
+    const at = laneOffset(this.layout, lane) + LANE.confirmedGeneration;
+    this.pm.store64(at, BigInt(generation));
+    this.pm.persist(at, 8);
+  }
+
+  /** Take free lanes for a client, which then writes its logs there itself. */
+  grantLanes(count: number): number[] {
+    const granted: number[] = [];
+    while (granted.length < count && this.freeLanes.length > 0) granted.push(this.freeLanes.pop()!);
+    return granted;
+  }
+
+  /** A lane returned by a client: re-read its generation from media, then free it. */
+  returnLane(lane: number): void {
+    const state = inspectLane(this.pm.buffer, this.layout, lane);
+    this.laneGeneration[lane] = Math.max(this.laneGeneration[lane], state.appliedGeneration, state.state === 'empty' ? 0 : state.generation);
+    this.releaseLane(lane);
+  }
+
+  /** Keep a lane out of circulation (a coordinator lane waiting for its participants). */
+  holdLane(lane: number): void {
+    const index = this.freeLanes.indexOf(lane);
+    if (index >= 0) this.freeLanes.splice(index, 1);
+  }
+
+  generationOf(lane: number): number {
+    return this.laneGeneration[lane];
   }
 
   /** A free lane now, or undefined. */
@@ -327,13 +504,7 @@ export class RedoLog {
     this.laneGeneration[lane] = generation;
     const staging = builder.staging;
     const recordsBytes = builder.recordsBytes;
-    staging.writeUInt32LE(COMMIT_MAGIC, COMMIT.magic);
-    staging.writeUInt32LE(builder.recordCount, COMMIT.recordCount);
-    writeU64(staging, COMMIT.generation, generation);
-    writeU64(staging, COMMIT.sequence, this.nextSequence++);
-    staging.writeUInt32LE(recordsBytes, COMMIT.recordsBytes);
-    staging.fill(0, COMMIT.flags, COMMIT_LINE);
-    staging.writeUInt32LE(logChecksum(staging, 0, recordsBytes, generation), COMMIT.checksum);
+    sealLog(staging, builder.recordCount, recordsBytes, generation, this.nextSequence++);
     const base = laneOffset(this.layout, lane);
     copyAndFlush(this.pm, base + LANE.commit, staging, 0, COMMIT_LINE + recordsBytes);
     this.pm.drain();

@@ -18,6 +18,11 @@ export interface FormatOptions {
 export interface OpenOptions {
   /** Refuse a pool that belongs to another node. */
   readonly nodeId?: number;
+  /**
+   * Open even when prepared logs of distributed transactions are in doubt (the node daemon, which
+   * resolves them with their coordinators). Otherwise such a pool is refused with DPMS_IN_DOUBT.
+   */
+  readonly allowInDoubt?: boolean;
 }
 
 export class PoolNode {
@@ -57,6 +62,10 @@ export class PoolNode {
     const info = decodeSuperblock(pm.buffer, { nodeId: options.nodeId, availableBytes: pm.sizeBytes });
     const log = new RedoLog(pm, info.layout);
     const recovery = log.recover();
+    if (recovery.inDoubt.length > 0 && !options.allowInDoubt) {
+      throw new DpmsError('DPMS_IN_DOUBT',
+        `node ${info.nodeId} holds ${recovery.inDoubt.length} prepared distributed transaction(s) whose outcome its coordinator decides; start the node with its cluster (dpms node start) to resolve them`);
+    }
     const allocator = new Allocator(pm, info.layout, log);
     allocator.load();
     return new PoolNode(pm, info, log, allocator, recovery);

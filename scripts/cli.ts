@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// The dpms command line: formats, inspects, checks and benchmarks pools, and runs the demo.
+// The dpms command line: formats, inspects, checks and benchmarks pools, runs cluster nodes and
+// shows their status, and runs the demo.
 // Bad arguments print usage and exit with status 2; typed errors print their code and exit 3.
 
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { registerBenchCommands } from './commands/bench';
+import { registerClusterCommands } from './commands/cluster';
 import { registerDemoCommand } from './commands/demo';
 import { registerPoolCommands } from './commands/pool';
 import { EXIT } from './commands/run';
@@ -17,6 +19,7 @@ async function main(): Promise<void> {
   parser = registerPoolCommands(parser);
   parser = registerDemoCommand(parser);
   parser = registerBenchCommands(parser);
+  parser = registerClusterCommands(parser);
   await parser
     .demandCommand(1, 'name a command')
     .strict()

@@ -11,7 +11,7 @@ import {
   checkPoolFile, createSimPm, formatAddress, formatPoolFile, InstrumentedPm, Pdsm, readAddress, ROOT_BYTES,
   verifyPool, writeAddress, type GlobalAddress, type Transaction,
 } from '../../pdsm';
-import { formatBytes, parseSize } from '../units';
+import { formatBytes, parseSize } from '../../pdsm';
 import { EXIT, run } from './run';
 
 const ROOT_MAGIC = 0x4f4d4544; // "DEMO"

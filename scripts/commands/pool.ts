@@ -2,7 +2,7 @@
 
 import type { Argv } from 'yargs';
 import { checkPoolFile, FORMAT_DEFAULTS, formatPoolFile, inspectPoolFile } from '../../pdsm';
-import { formatBytes, parseSize } from '../units';
+import { formatBytes, parseSize } from '../../pdsm';
 import { EXIT, run } from './run';
 
 export function registerPoolCommands(yargs: Argv): Argv {

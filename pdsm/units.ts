@@ -1,6 +1,6 @@
-// Parsing and printing of sizes for the CLI: "64M", "1GiB", "4096" in, "64.0 MiB" out.
+// Parsing and printing of sizes for the CLI and the cluster config: "64M", "1GiB", "4096" in, "64.0 MiB" out.
 
-import { DpmsError } from '../pdsm';
+import { DpmsError } from './errors';
 
 const MULTIPLIERS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
 

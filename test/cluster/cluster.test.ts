@@ -1,0 +1,139 @@
+// Proves that a 3-node cluster started from the CLI serves clients end to end: status, chunk
+// allocation on every node, distributed transactions that are atomic across nodes and visible to
+// other clients, typed errors, lock release when a client dies, and recovery after kill -9 of a node.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { checkPoolFile, ClusterClient, isDpmsError, makeAddress, nodeOf, type GlobalAddress } from '../../pdsm';
+import { CLI, startCluster, type TestCluster } from '../support/cluster';
+
+describe('cluster of 3 nodes on loopback (tcp)', () => {
+  let cluster: TestCluster;
+  let client: ClusterClient;
+
+  before(async () => {
+    cluster = await startCluster({ nodes: 3, transport: 'tcp' });
+    client = await ClusterClient.connect({ config: cluster.config });
+  });
+
+  after(async () => {
+    await client?.close();
+    await cluster?.stop();
+  });
+
+  it('dpms cluster status shows every node reachable with its capacity', () => {
+    const result = spawnSync(process.execPath, [CLI, 'cluster', 'status', '--config', cluster.configPath, '--json'], { encoding: 'utf8' });
+    assert.equal(result.status, 0, result.stderr);
+    const rows = JSON.parse(result.stdout) as Array<{ id: number; reachable: boolean; status: { heapBytes: number; chunkCount: number } }>;
+    assert.deepEqual(rows.map((row) => row.id), [1, 2, 3]);
+    for (const row of rows) {
+      assert.equal(row.reachable, true);
+      assert.ok(row.status.heapBytes > 0 && row.status.chunkCount > 0);
+    }
+  });
+
+  it('allocates on every node (round-robin placement) and reads back what a transaction wrote', async () => {
+    const addresses: GlobalAddress[] = [];
+    for (let i = 0; i < 6; i++) addresses.push(await client.alloc(100));
+    assert.deepEqual(new Set(addresses.map((address) => nodeOf(address))), new Set([1, 2, 3]));
+    assert.equal(new Set(addresses).size, 6);
+    await client.transaction(async (tx) => {
+      for (const [i, address] of addresses.entries()) await tx.write(address, Buffer.alloc(100, i + 1));
+    });
+    for (const [i, address] of addresses.entries()) assert.deepEqual(await client.read(address, 100), Buffer.alloc(100, i + 1));
+    assert.equal(await client.objectSize(addresses[0]), 128);
+  });
+
+  it('commits a distributed transaction atomically and another client sees all of it', async () => {
+    const [a, b, c] = await Promise.all([client.alloc(64, 1), client.alloc(64, 2), client.alloc(64, 3)]);
+    await client.transaction(async (tx) => {
+      await tx.write(a, Buffer.from('alpha'));
+      await tx.write(b, Buffer.from('bravo'));
+      await tx.write(c, Buffer.from('charlie'));
+    });
+    const other = await ClusterClient.connect({ config: cluster.config });
+    try {
+      assert.equal((await other.read(a, 5)).toString(), 'alpha');
+      assert.equal((await other.read(b, 5)).toString(), 'bravo');
+      assert.equal((await other.read(c, 7)).toString(), 'charlie');
+      // An aborted transaction leaves nothing behind.
+      const tx = other.begin();
+      await tx.write(a, Buffer.from('ZZZZZ'));
+      await tx.write(c, Buffer.from('ZZZZZZZ'));
+      await tx.abort();
+      assert.equal((await client.read(a, 5)).toString(), 'alpha');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('conflicting transactions: the second gets DPMS_TX_CONFLICT until the first ends; counters stay exact', async () => {
+    const counter = await client.alloc(8, 2);
+    const first = client.begin();
+    await first.write(counter, Buffer.alloc(8));
+    const second = client.begin();
+    await assert.rejects(second.read(counter, 8), (error: unknown) => isDpmsError(error, 'DPMS_TX_CONFLICT'));
+    await second.abort();
+    await first.commit();
+    const other = await ClusterClient.connect({ config: cluster.config });
+    try {
+      const bump = (c: ClusterClient) => c.transaction(async (tx) => {
+        const value = (await tx.read(counter, 8)).readBigUInt64LE(0);
+        const next = Buffer.alloc(8);
+        next.writeBigUInt64LE(value + 1n);
+        await tx.write(counter, next);
+      });
+      await Promise.all(Array.from({ length: 40 }, (_, i) => bump(i % 2 === 0 ? client : other)));
+      assert.equal((await client.read(counter, 8)).readBigUInt64LE(0), 40n);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('rejects bad addresses and frees with typed errors', async () => {
+    await assert.rejects(client.read(makeAddress(1, 0), 8), (error: unknown) => isDpmsError(error, 'DPMS_INVALID_ADDRESS'));
+    await assert.rejects(client.read(makeAddress(9, 4096), 8), (error: unknown) => isDpmsError(error, 'DPMS_INVALID_ADDRESS'));
+    const address = await client.alloc(64, 3);
+    await client.free(address);
+    await assert.rejects(client.free(address), (error: unknown) => isDpmsError(error, 'DPMS_INVALID_ADDRESS'));
+  });
+
+  it('a client killed while holding locks does not block others', async () => {
+    const address = await client.alloc(64, 1);
+    const child = spawn(process.execPath, [path.join(__dirname, '..', 'support', 'cluster-child.js'), cluster.configPath, 'hold', String(address)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout!.on('data', (data: Buffer) => { if (data.toString().includes('holding')) resolve(); }));
+    const blocked = client.begin();
+    await assert.rejects(blocked.write(address, Buffer.from('x')), (error: unknown) => isDpmsError(error, 'DPMS_TX_CONFLICT'));
+    await blocked.abort();
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    // The node sees the connection drop and clears the dead client's locks.
+    await client.transaction(async (tx) => tx.write(address, Buffer.from('after')), { maxRetries: 500 });
+    assert.equal((await client.read(address, 5)).toString(), 'after');
+  });
+
+  it('survives kill -9 of a node: restart recovers it, committed data is intact, the pool checks clean', async () => {
+    const address = await client.alloc(64, 2);
+    await client.transaction(async (tx) => tx.write(address, Buffer.from('durable')));
+    await cluster.kill(2);
+    await assert.rejects(client.read(address, 7));
+    await cluster.start(2);
+    let value: Buffer | undefined;
+    for (let attempt = 0; attempt < 50 && !value; attempt++) {
+      try {
+        value = await client.read(address, 7);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    assert.equal(value?.toString(), 'durable');
+    await client.close();
+    await cluster.stopNode(2);
+    const report = checkPoolFile(cluster.config.nodes[1].pool, 2);
+    assert.equal(report.clean, true, report.errors.join('\n'));
+    await cluster.start(2);
+    client = await ClusterClient.connect({ config: cluster.config });
+  });
+});
