@@ -183,6 +183,7 @@ export class ClusterTransaction {
     }
     lane.generation = generation;
     onDecided();
+    crashPoint('logged');
     await this.apply(effects);
     await node.connection.writePersist(REGION.pool, base + LANE.appliedGeneration, u64(generation));
   }
@@ -203,6 +204,7 @@ export class ClusterTransaction {
         effects.builder.staging.subarray(0, COMMIT_LINE + effects.builder.recordsBytes));
     }));
     participants.forEach((_, i) => { lanes[i].generation += 1; });
+    crashPoint('prepared');
     // 2. the commit point: one CAS on the coordinator's decision word, then persisted.
     const decisionAt = laneOffset(coordinator.node.layout, coordinatorLane.lane) + LANE.decision;
     const committedWord = decisionWord(coordinatorGeneration, Decision.Committed);
@@ -220,8 +222,10 @@ export class ClusterTransaction {
     }
     coordinatorLane.decision = committedWord;
     onDecided();
+    crashPoint('decided');
     // 3. apply everywhere, void the participants, then the coordinator (confirmed at once).
     await Promise.all(participants.map((effects) => this.apply(effects)));
+    crashPoint('applied');
     await Promise.all(participants.slice(1).map((effects, i) =>
       effects.node.connection.writePersist(REGION.pool, laneOffset(effects.node.layout, lanes[i + 1].lane) + LANE.appliedGeneration, u64(lanes[i + 1].generation))));
     const head = Buffer.alloc(24);
@@ -305,6 +309,14 @@ export class ClusterTransaction {
   private checkActive(): void {
     if (this.state !== 'active') throw new DpmsError('DPMS_TX_STATE', `transaction ${this.serial} is ${this.state}; start a new one`);
   }
+}
+
+/**
+ * Fault injection for the kill tests: when DPMS_CRASH_POINT names this point, the process kills
+ * itself with SIGKILL right here (no cleanup runs, as in a real crash).
+ */
+function crashPoint(name: string): void {
+  if (process.env.DPMS_CRASH_POINT === name) process.kill(process.pid, 'SIGKILL');
 }
 
 function u64(value: number): Buffer {

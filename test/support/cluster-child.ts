@@ -15,6 +15,24 @@ async function main(): Promise<void> {
     setInterval(() => {}, 1000);
     return;
   }
+  if (mode === 'once') {
+    // One transfer of 1 from the first account to each of the others, in one transaction (the
+    // parent sets DPMS_CRASH_POINT to die inside its commit).
+    const [from, ...to] = rest.map((value) => Number(value) as GlobalAddress);
+    await client.transaction(async (tx) => {
+      const bytes = Buffer.alloc(8);
+      bytes.writeBigUInt64LE((await tx.read(from, 8)).readBigUInt64LE(0) - BigInt(to.length));
+      await tx.write(from, bytes);
+      for (const address of to) {
+        const other = Buffer.alloc(8);
+        other.writeBigUInt64LE((await tx.read(address, 8)).readBigUInt64LE(0) + 1n);
+        await tx.write(address, other);
+      }
+    });
+    process.stdout.write('committed\n');
+    await client.close();
+    return;
+  }
   if (mode === 'transfer') {
     // Accounts: u64 balances at the given addresses (spread over the nodes). Each transfer moves a
     // random amount between two random accounts in one (usually distributed) transaction; prints
