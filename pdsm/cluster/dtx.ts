@@ -132,8 +132,10 @@ export class ClusterTransaction {
     const participants = [...this.effects.values()].filter((effects) => !effects.builder.isEmpty).sort((a, b) => a.node.nodeId - b.node.nodeId);
     const lanes: LaneSlot[] = [];
     let decided = false;
+    let writing = false;
     try {
       for (const effects of participants) lanes.push(await effects.node.acquireLane());
+      writing = true;
       if (participants.length === 1) {
         await this.commitOne(participants[0], lanes[0], () => { decided = true; });
       } else if (participants.length > 1) {
@@ -147,7 +149,8 @@ export class ClusterTransaction {
         this.context.abandon(`commit of transaction ${this.serial} could not finish: ${(error as Error).message}`);
       } else {
         this.state = 'aborted';
-        if (lanes.length > 0 && !isDpmsError(error, 'DPMS_TX_ABORTED')) this.context.abandon(`commit failed: ${(error as Error).message}`);
+        // Logs may be on some nodes: let the nodes settle them (abort) as for a crashed client.
+        if (writing && !isDpmsError(error, 'DPMS_TX_ABORTED')) this.context.abandon(`commit failed: ${(error as Error).message}`);
         this.settleAllocations(false);
         await this.unlockAll();
         throw error;

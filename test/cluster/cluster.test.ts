@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { checkPoolFile, ClusterClient, isDpmsError, makeAddress, nodeOf, type GlobalAddress } from '../../pdsm';
+import { checkPoolFile, ClusterClient, connect, isDpmsError, makeAddress, nodeOf, type GlobalAddress } from '../../pdsm';
 import { CLI, startCluster, type TestCluster } from '../support/cluster';
 
 describe('cluster of 3 nodes on loopback (tcp)', () => {
@@ -98,6 +98,33 @@ describe('cluster of 3 nodes on loopback (tcp)', () => {
     const address = await client.alloc(64, 3);
     await client.free(address);
     await assert.rejects(client.free(address), (error: unknown) => isDpmsError(error, 'DPMS_INVALID_ADDRESS'));
+  });
+
+  it('hostile RPC messages get typed errors, a wrong secret is refused, and the node keeps serving', async () => {
+    const node = cluster.config.nodes[0];
+    await assert.rejects(connect({ provider: 'tcp', host: node.host, port: node.port, secret: Buffer.from('not the cluster secret!') }),
+      (error: unknown) => isDpmsError(error, 'DPMS_AUTH'));
+    const raw = await connect({ provider: 'tcp', host: node.host, port: node.port, secret: cluster.config.secret });
+    try {
+      const ask = async (message: string | object): Promise<{ ok: boolean; code?: string }> =>
+        JSON.parse((await raw.call(Buffer.from(typeof message === 'string' ? message : JSON.stringify(message)))).toString()) as { ok: boolean; code?: string };
+      for (const message of ['not json', '[]', '{"op":"nope"}', { op: 'allocChunk', classIndex: 0 }, { op: 'hello', clientId: -1, lanes: 1 },
+        { op: 'hello', clientId: 5, lanes: 1e9 }, { op: 'decision', lane: 1e6, generation: 1 }, { op: 'resolve', coordinator: 1, lane: 0, generation: 'x', committed: true }]) {
+        const reply = await ask(message);
+        assert.equal(reply.ok, false, JSON.stringify(message));
+        assert.match(reply.code ?? '', /^DPMS_/);
+      }
+      assert.equal((await ask({ op: 'hello', clientId: 77, lanes: 0 })).ok, true);
+      for (const message of [{ op: 'releaseChunk', chunk: 4_000_000 }, { op: 'allocChunk', classIndex: 999 }, { op: 'allocChunk', runChunks: 1e9 }]) {
+        const reply = await ask(message);
+        assert.equal(reply.ok, false, JSON.stringify(message));
+      }
+    } finally {
+      raw.close();
+    }
+    const address = await client.alloc(64, 1);
+    await client.transaction(async (tx) => tx.write(address, Buffer.from('still serving')));
+    assert.equal((await client.read(address, 13)).toString(), 'still serving');
   });
 
   it('a client killed while holding locks does not block others', async () => {
