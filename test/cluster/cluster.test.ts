@@ -9,12 +9,12 @@ import { after, before, describe, it } from 'node:test';
 import { checkPoolFile, ClusterClient, connect, isDpmsError, makeAddress, nodeOf, type GlobalAddress } from '../../pdsm';
 import { CLI, startCluster, type TestCluster } from '../support/cluster';
 
-describe('cluster of 3 nodes on loopback (tcp)', () => {
+for (const transport of ['tcp', 'local'] as const) describe(`cluster of 3 nodes on loopback (${transport})`, () => {
   let cluster: TestCluster;
   let client: ClusterClient;
 
   before(async () => {
-    cluster = await startCluster({ nodes: 3, transport: 'tcp' });
+    cluster = await startCluster({ nodes: 3, transport });
     client = await ClusterClient.connect({ config: cluster.config });
   });
 
