@@ -3,6 +3,7 @@
 
 import type { Argv } from 'yargs';
 import { ClusterClient, formatBytes, loadClusterConfig, NodeDaemon, type ProviderName } from '../../pdsm';
+import { clusterDemo } from './cluster-demo';
 import { EXIT, run } from './run';
 
 export function registerClusterCommands(yargs: Argv): Argv {
@@ -31,7 +32,7 @@ export function registerClusterCommands(yargs: Argv): Argv {
       console.log(`dpms node ${argv.id} stopped`);
       return EXIT.ok;
     })).demandCommand(1, 'name a node command (start)'))
-    .command('cluster', 'inspect a cluster (dpms cluster status --config FILE)', (clusterYargs) => clusterYargs.command('status', 'show every node of a cluster: reachability, capacity and usage', (y) => y
+    .command('cluster', 'inspect a cluster (dpms cluster status --config FILE), or run the cluster demo', (clusterYargs) => clusterYargs.command('status', 'show every node of a cluster: reachability, capacity and usage', (y) => y
       .option('config', { type: 'string', demandOption: true, describe: 'cluster config (YAML)' })
       .option('provider', { type: 'string', choices: ['local', 'tcp', 'verbs'], describe: 'reach every node with this provider' })
       .option('json', { type: 'boolean', default: false }),
@@ -64,5 +65,9 @@ export function registerClusterCommands(yargs: Argv): Argv {
         }
       }
       return rows.every((row) => row.status) ? EXIT.ok : EXIT.problems;
-    })).demandCommand(1, 'name a cluster command (status)'));
+    }))
+      .command('demo', 'start a 3-node cluster on loopback and show distributed transactions, an abort and a node crash', (y) => y
+        .option('transport', { type: 'string', choices: ['tcp', 'local'], default: 'tcp' }),
+      (argv) => run(() => clusterDemo(argv.transport as 'tcp' | 'local')))
+      .demandCommand(1, 'name a cluster command (status, demo)'));
 }
