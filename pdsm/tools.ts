@@ -70,6 +70,8 @@ export interface CheckReport extends VerifyReport {
   /** What recovery would do at the next open. */
   readonly replayed: number;
   readonly discarded: number;
+  /** Prepared logs of distributed transactions that the node daemon resolves with their coordinators. */
+  readonly inDoubt: number;
 }
 
 /** Recover a private copy of the pool and verify it; the file is never written. */
@@ -81,17 +83,17 @@ export function checkPoolFile(filePath: string, expectNodeId?: number): CheckRep
   try {
     let node: PoolNode;
     try {
-      node = PoolNode.open(copy);
+      node = PoolNode.open(copy, { allowInDoubt: true });
     } catch (error) {
       if (!(error instanceof DpmsError)) throw error;
       return {
-        ...pending, clean: false, errors: [`recovery failed: ${error.message}`, ...pending.errors], info, replayed: 0, discarded: 0,
+        ...pending, clean: false, errors: [`recovery failed: ${error.message}`, ...pending.errors], info, replayed: 0, discarded: 0, inDoubt: 0,
       };
     }
     const report = verifyPool(copy.buffer, info);
     return {
       ...report, pendingLogs: pending.pendingLogs, tornLogs: pending.tornLogs, info,
-      replayed: node.recovery.replayed, discarded: node.recovery.discarded,
+      replayed: node.recovery.replayed, discarded: node.recovery.discarded, inDoubt: node.recovery.inDoubt.length,
     };
   } finally {
     copy.close();

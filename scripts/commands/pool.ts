@@ -36,7 +36,8 @@ export function registerPoolCommands(yargs: Argv): Argv {
     (argv) => run(() => {
       const report = inspectPoolFile(argv.pool);
       if (argv.json) {
-        console.log(JSON.stringify(report, null, 2));
+        // Decision words are u64 (BigInt): printed as decimal strings.
+        console.log(JSON.stringify(report, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2));
         return EXIT.ok;
       }
       const { info, usage } = report;
@@ -63,7 +64,7 @@ export function registerPoolCommands(yargs: Argv): Argv {
         console.log(JSON.stringify(report, null, 2));
       } else {
         console.log(`check ${argv.pool}: ${report.clean ? 'clean' : `${report.errors.length} problem(s)`}`);
-        console.log(`  log: ${report.pendingLogs} committed transaction(s) to replay, ${report.tornLogs} torn log(s) to discard at the next open`);
+        console.log(`  log: ${report.pendingLogs} committed transaction(s) to replay, ${report.tornLogs} torn log(s) to discard at the next open, ${report.inDoubt} distributed transaction(s) in doubt (resolved by dpms node start)`);
         console.log(`  heap: ${report.chunksUsed}/${report.info.layout.chunkCount} chunks used (${report.emptyChunks} empty), ${report.objects} objects, ${formatBytes(report.objectBytes)}`);
         for (const error of report.errors) console.log(`  error: ${error}`);
       }

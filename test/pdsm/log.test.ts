@@ -219,7 +219,7 @@ test('garbage in a lane of a crash image is discarded at open and the data is un
     const sim = createSimPm(damaged);
     const dsm = await openOn(sim);
     try {
-      assert.deepEqual(dsm.node(0).recovery, { replayed: 0, discarded: torn ? 1 : 0 }, what);
+      assert.deepEqual(dsm.node(0).recovery, { replayed: 0, discarded: torn ? 1 : 0, inDoubt: [] }, what);
       await assertData(dsm, object, content, rootContent);
       for (let lane = 0; lane < layout.laneCount; lane++) {
         assert.ok(['void', 'empty'].includes(inspectLane(sim.buffer, layout, lane).state), `${what}: lane ${lane} after recovery`);
@@ -227,7 +227,7 @@ test('garbage in a lane of a crash image is discarded at open and the data is un
       // The discarded lane is voided durably: the next open finds nothing to do.
       const again = await openOn(createSimPm(sim.persistentImage()));
       try {
-        assert.deepEqual(again.node(0).recovery, { replayed: 0, discarded: 0 }, `${what}: second open`);
+        assert.deepEqual(again.node(0).recovery, { replayed: 0, discarded: 0, inDoubt: [] }, `${what}: second open`);
       } finally {
         await again.close();
       }
@@ -289,7 +289,7 @@ test('a hand-written committed log that was never applied is replayed at open', 
   const sim = createSimPm(image);
   const dsm = await openOn(sim);
   try {
-    assert.deepEqual(dsm.node(0).recovery, { replayed: 1, discarded: 0 });
+    assert.deepEqual(dsm.node(0).recovery, { replayed: 1, discarded: 0, inDoubt: [] });
     assert.ok((await dsm.read(makeAddress(0, layout.rootOffset + 8), data.length)).equals(data));
     assert.ok((await dsm.read(makeAddress(0, layout.heapOffset + 4096), 100)).equals(heapData));
     assert.equal(inspectLane(sim.buffer, layout, 2).state, 'void');
@@ -298,7 +298,7 @@ test('a hand-written committed log that was never applied is replayed at open', 
     assert.ok(after.subarray(layout.rootOffset + 8, layout.rootOffset + 8 + data.length).equals(data));
     const again = await openOn(createSimPm(after));
     try {
-      assert.deepEqual(again.node(0).recovery, { replayed: 0, discarded: 0 });
+      assert.deepEqual(again.node(0).recovery, { replayed: 0, discarded: 0, inDoubt: [] });
       assert.ok((await again.read(makeAddress(0, layout.rootOffset + 8), data.length)).equals(data));
       // The lane's next generation is above the replayed one: a new commit on it is not stale.
       await Promise.all([1, 2, 3, 4].map((i) => again.transaction((tx) => tx.write(makeAddress(0, layout.rootOffset + 64 * i), u64(i)))));
@@ -339,7 +339,7 @@ test('a stale log (generation <= appliedGeneration) is not replayed', async () =
     assert.equal(inspectLane(image, layout, 1).state, 'void');
     const dsm = await openOn(createSimPm(image));
     try {
-      assert.deepEqual(dsm.node(0).recovery, { replayed: 0, discarded: 0 });
+      assert.deepEqual(dsm.node(0).recovery, { replayed: 0, discarded: 0, inDoubt: [] });
       assert.ok((await dsm.read(dsm.root(0), 6)).equals(Buffer.alloc(6)), `generation ${generation} applied ${applied} was replayed`);
     } finally {
       await dsm.close();
@@ -440,7 +440,7 @@ test('a commit crashed right after its first drain is replayed at open', async (
 
     const reopened = await openOn(createSimPm(image));
     try {
-      assert.deepEqual(reopened.node(0).recovery, { replayed: 1, discarded: 0 });
+      assert.deepEqual(reopened.node(0).recovery, { replayed: 1, discarded: 0, inDoubt: [] });
       assert.equal((await reopened.read(root, 6)).toString(), 'after!');
       assert.equal(reopened.objectSize(object), undefined, 'the free in the replayed log was lost');
       const report = verifyPool(reopened.node(0).pm.buffer, reopened.node(0).info);

@@ -94,7 +94,7 @@ test('format then open works and returns the pool info', async () => {
     assert.deepEqual(dsm.nodeIds, [9]);
     assert.deepEqual(node.info, info);
     assert.deepEqual(node.info.layout, info.layout);
-    assert.deepEqual(node.recovery, { replayed: 0, discarded: 0 });
+    assert.deepEqual(node.recovery, { replayed: 0, discarded: 0, inDoubt: [] });
   } finally {
     await dsm.close();
   }
