@@ -258,3 +258,37 @@ export function benchStoreFlushFence(mapping: PmMapping, offset: number, storeBy
 export function benchMemcpyPersist(mapping: PmMapping, offset: number, chunkBytes: number, totalBytes: number): number {
   return addon.benchMemcpyPersist(mapping, offset, chunkBytes, totalBytes);
 }
+
+// ---- Raw TCP baseline (bench) ----
+
+export interface RawTcpBenchOptions {
+  /** Bytes the client sends per round trip (1 B .. 64 MiB). */
+  readonly requestBytes: number;
+  /** Bytes the server answers each request with (1 B .. 64 MiB). */
+  readonly responseBytes: number;
+  /** Round trips to time (1 .. 10^7). */
+  readonly iterations: number;
+  /** Requests kept outstanding (1 .. 1024, default 1). */
+  readonly inFlight?: number;
+}
+
+export interface RawTcpBenchResult {
+  /** Wall time of the whole run. */
+  readonly totalNs: number;
+  /** Per round trip, from the request's first byte sent to its response's last byte received. */
+  readonly latenciesNs: Float64Array;
+}
+
+/**
+ * The plain-TCP limit the tcp provider is compared with (`dpms bench transport`): a native loopback
+ * echo pair (server thread + client loop, TCP_NODELAY) with nothing of ours in between. 8 B / 8 B
+ * gives the raw round trip; 1 MiB / 8 B write bandwidth; 16 B / 1 MiB read bandwidth. Blocks the
+ * calling thread for the run.
+ */
+export function rawTcpBench(options: RawTcpBenchOptions): RawTcpBenchResult {
+  const fn = (addon as unknown as { rawTcpBench?: (o: RawTcpBenchOptions) => RawTcpBenchResult }).rawTcpBench;
+  if (typeof fn !== 'function') {
+    throw Object.assign(new Error('this build of the addon has no rawTcpBench'), { code: 'DPMS_UNSUPPORTED' });
+  }
+  return fn(options);
+}

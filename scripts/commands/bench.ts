@@ -1,25 +1,43 @@
 // `dpms bench pdsm`: latency and throughput of pDSM's raw and transactional paths on a tmpfs pool,
 // each printed as a ratio of the machine's own limit measured in the same run by native loops
-// (64-B store + flush + fence; memcpy + persist bandwidth). A program that prints numbers; tests
-// never assert timings.
+// (64-B store + flush + fence; memcpy + persist bandwidth). `dpms bench transport` (bench-transport.ts)
+// measures the transport providers against raw TCP. Programs that print numbers; tests never
+// assert timings.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { benchMemcpyPersist, benchStoreFlushFence } from '../../native';
-import { formatPoolFile, Pdsm, type GlobalAddress } from '../../pdsm';
-import { formatBytes, parseSize } from '../units';
+import { DpmsError, formatPoolFile, Pdsm, type GlobalAddress } from '../../pdsm';
+import type { ProviderName } from '../../pdsm/transport';
+import { benchTransport } from './bench-transport';
+import { formatBytes, parseSize } from '../../pdsm';
 import { EXIT, run } from './run';
 
 export function registerBenchCommands(yargs: Argv): Argv {
-  return yargs.command('bench <target>', 'run a benchmark (targets: pdsm)', (y) => y
-    .positional('target', { type: 'string', choices: ['pdsm'] as const, demandOption: true })
-    .option('ops', { type: 'number', default: 100_000, describe: 'operations per measurement' })
+  return yargs.command('bench <target>', 'run a benchmark (targets: pdsm, transport)', (y) => y
+    .positional('target', { type: 'string', choices: ['pdsm', 'transport'] as const, demandOption: true })
+    .option('ops', { type: 'number', default: 100_000, describe: 'pdsm: operations per measurement' })
     .option('dir', { type: 'string', describe: 'where to put the pool (default /dev/shm, a tmpfs)' })
-    .option('size', { type: 'string', default: '256M', describe: 'pool size' })
+    .option('size', { type: 'string', default: '256M', describe: 'pdsm: pool size' })
+    .option('provider', { type: 'string', default: 'tcp,local,verbs', describe: 'transport: providers to measure, comma-separated' })
+    .option('host', { type: 'string', default: '127.0.0.1', describe: 'transport: the address the node listens on (verbs: an RDMA device\'s IP)' })
+    .option('iterations', { type: 'number', default: 20_000, describe: 'transport: operations per small-operation row (1-MiB rows do 1/50)' })
     .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
-  (argv) => run(() => benchPdsm(argv.ops, argv.dir, parseSize(argv.size, '--size'), argv.json)));
+  (argv) => run(() => (argv.target === 'transport'
+    ? benchTransport({ providers: parseProviders(argv.provider), host: argv.host, iterations: argv.iterations, dir: argv.dir, json: argv.json })
+    : benchPdsm(argv.ops, argv.dir, parseSize(argv.size, '--size'), argv.json))));
+}
+
+function parseProviders(text: string): ProviderName[] {
+  const known: readonly ProviderName[] = ['tcp', 'local', 'verbs'];
+  const names = text.split(',').map((name) => name.trim()).filter((name) => name.length > 0);
+  for (const name of names) {
+    if (!known.includes(name as ProviderName)) throw new DpmsError('DPMS_INVALID_ARGUMENT', `--provider: unknown provider '${name}' (tcp, local, verbs)`);
+  }
+  if (names.length === 0) throw new DpmsError('DPMS_INVALID_ARGUMENT', '--provider: name at least one provider');
+  return [...new Set(names)] as ProviderName[];
 }
 
 interface Row {
