@@ -27,6 +27,22 @@ export const MAX_PARTICIPANTS = 64;
 const MAX_GENERATION = 2 ** 50;
 const pad8 = (n: number): number => (n + 7) & ~7;
 
+/** A transaction's write staged in a builder: target offset, length, and where its bytes sit in `staging`. */
+export interface StagedWrite {
+  readonly offset: number;
+  readonly length: number;
+  readonly staged: number;
+}
+
+/** Copy over `result` (read at `offset`) every staged write that overlaps it: read-your-writes. */
+export function overlayStagedWrites(result: Buffer, offset: number, staging: Buffer, writes: readonly StagedWrite[]): void {
+  for (const write of writes) {
+    const from = Math.max(offset, write.offset);
+    const to = Math.min(offset + result.length, write.offset + write.length);
+    if (from < to) staging.copy(result, from - offset, write.staged + from - write.offset, write.staged + to - write.offset);
+  }
+}
+
 /** Records of one transaction on one node, staged in DRAM behind room for the commit record. */
 export class RecordBuilder {
   private bytes: Buffer;

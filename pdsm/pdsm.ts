@@ -4,10 +4,11 @@
 // caller controls. Every method is async so that remote nodes (issue 3) fit behind the same face.
 
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from './address';
-import { callNative, DpmsError, isDpmsError } from './errors';
+import { callNative, DpmsError } from './errors';
 import { LockTable } from './locks';
 import { PoolNode, type OpenOptions } from './node';
 import { openPoolFile, type PmOps } from './pmem';
+import { retryOnConflict } from './retry';
 import { Transaction, type TxContext } from './tx';
 
 export type NodeSource = { readonly path: string; readonly nodeId?: number } | { readonly pm: PmOps; readonly nodeId?: number };
@@ -101,20 +102,8 @@ export class Pdsm implements TxContext {
 
   /** Run `body` in a transaction, commit it, and retry the whole body on DPMS_TX_CONFLICT. */
   async transaction<T>(body: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    const maxRetries = options.maxRetries ?? 100;
-    for (let attempt = 0; ; attempt++) {
-      const tx = this.begin();
-      try {
-        const result = await body(tx);
-        await tx.commit();
-        return result;
-      } catch (error) {
-        if (tx.status === 'active') await tx.abort();
-        if (!isDpmsError(error, 'DPMS_TX_CONFLICT') || attempt >= maxRetries) throw error;
-        // Back off a little so the older transaction can finish.
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-    }
+    // Wait-die: back off a little so the older transaction can finish.
+    return retryOnConflict(() => this.begin(), body, options.maxRetries ?? 100, () => new Promise((resolve) => setImmediate(resolve)));
   }
 
   // ---- raw API: direct access to the heap; durability only through persist / writePersist ----

@@ -6,7 +6,7 @@
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from './address';
 import type { Reservation, Slot } from './allocator';
 import { DpmsError } from './errors';
-import type { RecordBuilder } from './log';
+import { overlayStagedWrites, type RecordBuilder, type StagedWrite } from './log';
 import type { LockOwner, LockTable } from './locks';
 import type { PoolNode } from './node';
 
@@ -26,7 +26,7 @@ interface NodeEffects {
   /** Objects both allocated and freed by this transaction: never visible to anyone. */
   readonly transient: Slot[];
   /** This transaction's writes on the node, in order, for read-your-writes: target offset, length, and where the bytes sit in the builder. */
-  readonly writes: Array<{ readonly offset: number; readonly length: number; readonly staged: number }>;
+  readonly writes: StagedWrite[];
 }
 
 export type TxState = 'active' | 'committing' | 'committed' | 'aborted';
@@ -50,14 +50,7 @@ export class Transaction implements LockOwner {
     if (waiting) await waiting;
     const result = Buffer.from(node.pm.buffer.subarray(offset, offset + length));
     const effects = this.effects.get(node.nodeId);
-    if (effects) {
-      const staging = effects.builder.staging;
-      for (const write of effects.writes) {
-        const from = Math.max(offset, write.offset);
-        const to = Math.min(offset + length, write.offset + write.length);
-        if (from < to) staging.copy(result, from - offset, write.staged + from - write.offset, write.staged + to - write.offset);
-      }
-    }
+    if (effects) overlayStagedWrites(result, offset, effects.builder.staging, effects.writes);
     return result;
   }
 

@@ -8,7 +8,8 @@
 
 import crypto from 'node:crypto';
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from '../address';
-import { DpmsError, isDpmsError } from '../errors';
+import { DpmsError } from '../errors';
+import { retryOnConflict } from '../retry';
 import { connect, type ProviderName } from '../transport';
 import { lockTablePath, type ClusterConfig, type NodeConfig } from './config';
 import { ClusterTransaction } from './dtx';
@@ -81,20 +82,9 @@ export class ClusterClient {
 
   /** Run `body` in a transaction and commit it, retrying the whole body on DPMS_TX_CONFLICT with random backoff. */
   async transaction<T>(body: (tx: ClusterTransaction) => Promise<T>, options: ClusterTransactionOptions = {}): Promise<T> {
-    const maxRetries = options.maxRetries ?? 200;
-    for (let attempt = 0; ; attempt++) {
-      const tx = this.begin();
-      try {
-        const result = await body(tx);
-        await tx.commit();
-        return result;
-      } catch (error) {
-        if (tx.status === 'active') await tx.abort();
-        if (!isDpmsError(error, 'DPMS_TX_CONFLICT') || attempt >= maxRetries) throw error;
-        const ceiling = Math.min(50, 2 ** Math.min(attempt, 6));
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
-      }
-    }
+    // No-wait locking: random exponential backoff (capped at 50 ms) keeps conflicting clients from meeting again.
+    return retryOnConflict(() => this.begin(), body, options.maxRetries ?? 200,
+      (attempt) => new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** Math.min(attempt, 6)))));
   }
 
   async alloc(sizeBytes: number, nodeId?: number): Promise<GlobalAddress> {

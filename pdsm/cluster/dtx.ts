@@ -23,7 +23,7 @@
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from '../address';
 import { DpmsError, isDpmsError } from '../errors';
 import { CommitFlags, Decision, decisionWord, LANE, laneOffset, RECORD, RECORD_HEADER_BYTES, RecordOp, readU64 } from '../layout';
-import { COMMIT_LINE, RecordBuilder, sealLog } from '../log';
+import { COMMIT_LINE, overlayStagedWrites, RecordBuilder, sealLog, type StagedWrite } from '../log';
 import type { LaneSlot, RemoteNode, RemoteReservation } from './remote-node';
 import { lockOffsets, lockTag, REGION } from './protocol';
 
@@ -44,7 +44,7 @@ interface NodeEffects {
   readonly allocs: RemoteReservation[];
   readonly frees: Array<{ chunk: number; slot: number; huge: boolean }>;
   readonly transient: RemoteReservation[];
-  readonly writes: Array<{ readonly offset: number; readonly length: number; readonly staged: number }>;
+  readonly writes: StagedWrite[];
 }
 
 export type ClusterTxState = 'active' | 'committing' | 'committed' | 'aborted';
@@ -70,14 +70,7 @@ export class ClusterTransaction {
     await this.lock(node, offset, length);
     const result = await node.connection.read(REGION.pool, offset, length);
     const effects = this.effects.get(node.nodeId);
-    if (effects) {
-      const staging = effects.builder.staging;
-      for (const write of effects.writes) {
-        const from = Math.max(offset, write.offset);
-        const to = Math.min(offset + length, write.offset + write.length);
-        if (from < to) staging.copy(result, from - offset, write.staged + from - write.offset, write.staged + to - write.offset);
-      }
-    }
+    if (effects) overlayStagedWrites(result, offset, effects.builder.staging, effects.writes);
     return result;
   }
 
