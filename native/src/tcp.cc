@@ -5,6 +5,7 @@
 //   tcp_server.cc      tcpServe and the TransportServer object (events through a ThreadSafeFunction)
 //   tcp_client_core.*  the client on the caller's libuv loop (uv_poll + uv_prepare/uv_check batching)
 //   tcp_client.cc      tcpConnect and the TransportConnection object
+//   tcp_buffers.*      recycled blocks for large READ results (no page faults per read)
 //   tcp_bench.cc       rawTcpBench, the plain-TCP limit the provider is compared with
 //   tcp_socket.*, tcp_args.*  socket and argument helpers
 //

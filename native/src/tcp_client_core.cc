@@ -321,16 +321,22 @@ void Core::OnPoll(uv_poll_t* handle, int status, int events) {
     return;
   }
   if (status < 0) {
-    core->Fail({Status::kDisconnected, Status::kDisconnected, std::string("socket error: ") + uv_strerror(status)}, true,
-               true);
+    // libuv reports POLLERR as UV_EBADF. Read what arrived before the error first (an access-error
+    // response, say, followed by the server's reset): recv then reports the real error and fails.
+    core->ReadAvailable();
+    if (core->state_ != State::kClosed) {
+      int err = 0;
+      socklen_t length = sizeof err;
+      getsockopt(core->fd_, SOL_SOCKET, SO_ERROR, &err, &length);
+      core->Fail({Status::kDisconnected, core->state_ == State::kOpen ? Status::kDisconnected : Status::kAuth,
+                  "socket error: " + (err != 0 ? tcpsock::ErrorText(err) : std::string(uv_strerror(status)))},
+                 true, true);
+    }
     return;
   }
-  if ((events & UV_WRITABLE) != 0) {
-    if (!core->Flush()) {
-      core->Fail({Status::kDisconnected, Status::kDisconnected, "send: " + tcpsock::ErrorText(core->sendError_)}, true,
-                 true);
-      return;
-    }
+  if ((events & UV_WRITABLE) != 0 && !core->Flush()) {
+    core->FailAfterSendError();
+    return;
   }
   if ((events & UV_READABLE) != 0) core->ReadAvailable();
 }
@@ -343,6 +349,15 @@ void Core::FlushFromLoop() {
   if (sendError_ == 0 && outHead_ < out_.size()) Flush();
   if (sendError_ != 0) {
     JsScope scope(env_, statics_);
+    FailAfterSendError();
+  }
+}
+
+// A send failed (the server reset or closed): first read what it sent before that (an access-error
+// response explains the reset better than EPIPE does), then fail with what is left.
+void Core::FailAfterSendError() {
+  ReadAvailable();
+  if (state_ != State::kClosed) {
     Fail({Status::kDisconnected, Status::kDisconnected, "send: " + tcpsock::ErrorText(sendError_)}, true, true);
   }
 }

@@ -131,6 +131,7 @@ class Core {
   // Send what is queued. False on a hard error (the socket is then broken; see sendError_).
   bool Flush();
   void FlushFromLoop();
+  void FailAfterSendError();
   void SendLarge(const uint8_t* data, size_t length);
   void MaybeFlushNow();
   uint8_t* AppendRequest(const tcpwire::Request& request, size_t payloadBytes);

@@ -475,6 +475,23 @@ for (const [name, answer, why] of [
   });
 }
 
+test('an access error followed by a flood of writes (the server resets) still reports DPMS_REMOTE_ACCESS', async () => {
+  const s = startServer();
+  try {
+    for (let round = 0; round < 5; round++) {
+      const c = await s.connect();
+      const bad = c.read(0, 0, 8, (s.rkey + 1) >>> 0);
+      const flood = Array.from({ length: 24 }, (_, i) => c.write(0, i << 20, Buffer.alloc(1 << 20, i), s.rkey));
+      await rejectsWith(bad, 'DPMS_REMOTE_ACCESS');
+      for (const write of flood) await rejectsWith(write, 'DPMS_DISCONNECTED');
+    }
+    assert.equal(s.server.stats().accessErrors, 5);
+    assert.equal(s.server.stats().writes, 0, 'nothing after the refused frame was executed');
+  } finally {
+    s.close();
+  }
+});
+
 test('server disconnect() mid-flight: pending operations reject with DPMS_DISCONNECTED, onClose fires once', async () => {
   const s = startServer({
     onEvent: (event, server) => {
