@@ -91,7 +91,7 @@ export class ClusterTransaction {
     const effects = this.effectsOn(node);
     const reservation = await node.reserve(sizeBytes, effects.builder);
     effects.allocs.push(reservation);
-    await this.lock(node, reservation.offset, reservation.sizeBytes);
+    // No lock: nobody else can know the address before the transaction commits.
     return makeAddress(node.nodeId, reservation.offset);
   }
 
@@ -107,10 +107,10 @@ export class ClusterTransaction {
       effects.transient.push(reservation);
       return;
     }
-    // Lock the object first so that two frees of it are serialized, then check that it is live.
+    // Lock the object's first granule so that two frees of it are serialized, then check that it is live.
     const header = await node.lookup(offset);
     if (!header) throw new DpmsError('DPMS_INVALID_ADDRESS', `cannot free ${nodeOf(address)}:0x${offset.toString(16)}: it is not an allocated object`);
-    await this.lock(node, offset, header.header.objectBytes);
+    await this.lock(node, offset, 1);
     if (effects.frees.some((entry) => entry.chunk === header.chunk && entry.slot === header.slot) || !(await node.lookup(offset))) {
       throw new DpmsError('DPMS_INVALID_ADDRESS', `object at ${nodeOf(address)}:0x${offset.toString(16)} is already freed`);
     }

@@ -4,7 +4,7 @@
 // The slow diagnosis of what exactly is wrong only runs on failure.
 
 import { DpmsError } from '../errors';
-import type { RegionInfo } from './types';
+import { DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES_LIMIT, type RegionInfo } from './types';
 
 const WORD_LIMIT = 1n << 64n;
 const NEGATIVE_WORD_LIMIT = -WORD_LIMIT;
@@ -87,4 +87,13 @@ export function messageError(message: Uint8Array, maxMessageBytes: number): Dpms
 
 export function disconnected(what: string): DpmsError {
   return new DpmsError('DPMS_DISCONNECTED', `${what}: the connection is closed`);
+}
+
+/** A maxMessageBytes option: the default when absent, else an integer in [1, 16 MiB]. Throws DPMS_INVALID_ARGUMENT. */
+export function checkMaxMessageBytes(value: number | undefined): number {
+  if (value === undefined) return DEFAULT_MAX_MESSAGE_BYTES;
+  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_MESSAGE_BYTES_LIMIT) {
+    throw new DpmsError('DPMS_INVALID_ARGUMENT', `maxMessageBytes must be an integer from 1 to ${MAX_MESSAGE_BYTES_LIMIT}, got ${String(value)}`);
+  }
+  return value;
 }

@@ -17,7 +17,9 @@
 
 import { openPool, type PmMapping } from '../../native';
 import { callNative, DpmsError, fromNative } from '../errors';
-import { bigintError, dataError, transferError, disconnected, immediateError, messageError, rangeError, wordError } from './checks';
+import {
+  bigintError, dataError, disconnected, immediateError, messageError, rangeError, transferError, wordError,
+} from './checks';
 import { connectNetwork, type NetworkConnection } from './network';
 import type { Connection, ConnectTarget, RegionInfo, UncheckedAccess } from './types';
 

@@ -5,9 +5,11 @@
 // .catch that converts its rejection with a handler shared by every operation of that kind.
 
 import { connect as nativeConnect, type NetworkProvider, type TransportConnection } from '../../native';
-import { DpmsError, fromNative } from '../errors';
-import { bigintError, dataError, transferError, immediateError, messageError, rangeError, wordError } from './checks';
-import { DEFAULT_MAX_MESSAGE_BYTES, type Connection, type ConnectTarget, type RegionInfo, type UncheckedAccess } from './types';
+import { fromNative } from '../errors';
+import {
+  bigintError, checkMaxMessageBytes, dataError, immediateError, messageError, rangeError, transferError, wordError,
+} from './checks';
+import type { Connection, ConnectTarget, RegionInfo, UncheckedAccess } from './types';
 
 function converter(context: string): (error: unknown) => never {
   return (error: unknown) => {
@@ -29,14 +31,6 @@ const nothing = (): void => undefined;
 /** The rejection for something the addon threw synchronously (argument errors, a closed connection). */
 function rejected<T>(error: unknown, failed: (error: unknown) => never): Promise<T> {
   return Promise.reject(error).catch(failed);
-}
-
-export function checkMaxMessageBytes(value: number | undefined): number {
-  if (value === undefined) return DEFAULT_MAX_MESSAGE_BYTES;
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new DpmsError('DPMS_INVALID_ARGUMENT', `maxMessageBytes must be a positive integer, got ${String(value)}`);
-  }
-  return value;
 }
 
 /** Connect and authenticate over tcp or verbs. */

@@ -5,7 +5,7 @@
 
 import { serve as nativeServe, type ServerEvent, type TransportServer } from '../../native';
 import { callNative, DpmsError } from '../errors';
-import { checkMaxMessageBytes } from './network';
+import { checkMaxMessageBytes } from './checks';
 import type { RegionInfo, Server, ServeTarget, ServerStats } from './types';
 
 export function serve(target: ServeTarget): Server {
@@ -22,10 +22,12 @@ export function serve(target: ServeTarget): Server {
       case 'message': {
         const { connection, requestId } = event;
         let answered = false;
+        // An answer the provider refuses (too large for the client: DPMS_INVALID_ARGUMENT) throws and
+        // leaves the message unanswered, so the handler may answer again with something smaller.
         const reply = (answer: Uint8Array): void => {
           if (answered) throw new DpmsError('DPMS_INVALID_ARGUMENT', `message ${requestId} on connection ${connection} was already answered`);
-          answered = true;
           callNative(() => inner!.reply(connection, requestId, answer), `cannot answer connection ${connection}`);
+          answered = true;
         };
         try {
           target.onMessage(connection, event.payload, reply);

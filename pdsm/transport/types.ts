@@ -85,7 +85,11 @@ export interface ServeTarget {
   readonly nodeId: number;
   /** Registered in order (clients address them by index); pinned while served. */
   readonly regions: readonly PmMapping[];
-  /** A two-sided message: call `reply` exactly once, now or later. */
+  /**
+   * A two-sided message: call `reply` exactly once, now or later. A reply the provider refuses (larger
+   * than the client accepts, where the provider knows that) throws DPMS_INVALID_ARGUMENT and leaves the
+   * message unanswered; a handler that throws drops the client (its call fails DPMS_DISCONNECTED).
+   */
   onMessage(connection: number, message: Buffer, reply: (answer: Uint8Array) => void): void;
   onOpen?(connection: number, peer: string): void;
   /** Exactly once for every connection that was opened. */
@@ -100,6 +104,7 @@ export interface ServeTarget {
 
 export interface Server {
   readonly port: number;
+  /** rkey is 0 where each connection gets keys of its own (verbs registers the regions per connection). */
   readonly regions: readonly RegionInfo[];
   stats(): ServerStats;
   /** Drop one client at once (fencing: it can do nothing more here). */

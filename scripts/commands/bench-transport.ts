@@ -42,6 +42,10 @@ export interface Measurement {
 
 type ProviderResult = { readonly available: true; readonly rows: Measurement[] } | { readonly available: false; readonly reason: string };
 
+function sizeLabel(bytes: number): string {
+  return bytes === MiB ? '1 MiB' : `${bytes} B`;
+}
+
 function summarize(name: string, inFlight: number, latenciesMs: Float64Array, elapsedMs: number, bytesPerOp?: number): Measurement {
   latenciesMs.sort();
   const at = (fraction: number): number => latenciesMs[Math.min(latenciesMs.length - 1, Math.floor(latenciesMs.length * fraction))];
@@ -134,7 +138,7 @@ function rawTcp(options: RawTcpBenchOptions): Measurement | undefined {
   rawTcpBench({ ...options, iterations: Math.min(200, options.iterations) }); // warm-up
   const result = rawTcpBench(options);
   const latenciesMs = Float64Array.from(result.latenciesNs, (ns) => ns / 1e6);
-  return summarize(`tcp ${options.requestBytes} B -> ${options.responseBytes === MiB ? '1 MiB' : `${options.responseBytes} B`}`,
+  return summarize(`tcp ${sizeLabel(options.requestBytes)} -> ${sizeLabel(options.responseBytes)}`,
     options.inFlight, latenciesMs, result.totalNs / 1e6, options.responseBytes >= MiB ? options.responseBytes : undefined);
 }
 
@@ -201,7 +205,7 @@ async function netPingPong(port: number, requestBytes: number, responseBytes: nu
     });
     await run(Math.min(200, iterations));
     const { latencies, elapsedMs } = await run(iterations);
-    return summarize(`node net ${requestBytes} B -> ${responseBytes} B`, inFlight, latencies, elapsedMs, responseBytes >= MiB ? responseBytes : undefined);
+    return summarize(`node net ${sizeLabel(requestBytes)} -> ${sizeLabel(responseBytes)}`, inFlight, latencies, elapsedMs, responseBytes >= MiB ? responseBytes : undefined);
   } finally {
     socket.destroy();
   }
@@ -271,7 +275,7 @@ export async function benchTransport(options: TransportBenchOptions): Promise<nu
   const tcpRead = find(tcpRows, 'read 8 B', 1);
   const tcpBulk = find(tcpRows, 'read 1 MiB', 16);
   const rawLatencyUs = rawLatency?.latencyUsP50 ?? find(nodeNet, 'node net 32 B -> 24 B', 1)?.latencyUsP50;
-  const rawBulkGBps = rawBulk?.bandwidthGBps ?? find(nodeNet, `node net 32 B -> ${MiB} B`, 16)?.bandwidthGBps;
+  const rawBulkGBps = rawBulk?.bandwidthGBps ?? find(nodeNet, 'node net 32 B -> 1 MiB', 16)?.bandwidthGBps;
   const peer = rawLatency !== undefined ? 'raw tcp (native)' : 'node net (no native rawTcpBench in this build)';
   const ratios = {
     peer,
