@@ -92,6 +92,23 @@ for (const transport of ['tcp', 'local'] as const) describe(`cluster of 3 nodes 
     }
   });
 
+  it('huge objects span chunks, and their runs go back to the node when freed; too big is DPMS_NO_SPACE', async () => {
+    const chunksUsed = async (): Promise<number> => (await client.status()).find((row) => row.node.id === 3)!.status!.chunksUsed;
+    const before = await chunksUsed();
+    const big = await client.alloc(1 << 20, 3);
+    assert.ok((await client.objectSize(big))! >= 1 << 20);
+    assert.equal(await chunksUsed(), before + 4);
+    const data = Buffer.alloc(1 << 20, 0x5a);
+    // A transaction's log is bounded by the lane size (256 KiB by default): big data goes raw.
+    await assert.rejects(client.transaction(async (tx) => tx.write(big, data)), (error: unknown) => isDpmsError(error, 'DPMS_TX_TOO_LARGE'));
+    await client.writePersist(big, data);
+    assert.ok((await client.read(big, 1 << 20)).equals(data));
+    await client.free(big);
+    for (let attempt = 0; attempt < 50 && (await chunksUsed()) !== before; attempt++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await chunksUsed(), before);
+    await assert.rejects(client.alloc(1 << 30, 3), (error: unknown) => isDpmsError(error, 'DPMS_NO_SPACE'));
+  });
+
   it('rejects bad addresses and frees with typed errors', async () => {
     await assert.rejects(client.read(makeAddress(1, 0), 8), (error: unknown) => isDpmsError(error, 'DPMS_INVALID_ADDRESS'));
     await assert.rejects(client.read(makeAddress(9, 4096), 8), (error: unknown) => isDpmsError(error, 'DPMS_INVALID_ADDRESS'));
