@@ -1,7 +1,7 @@
 // pDSM's transport layer, the only way pDSM reaches another node: connect() to a node's registered
 // regions and serve() a node's own. Three providers implement one interface (types.ts): 'tcp' (the
 // addon's serving thread executes one-sided operations), 'verbs' (RDMA: the NIC does), and 'local'
-// (same host: the client maps the node's files). docs/parts/transport.md describes each.
+// (same host: the client maps the node's files). docs/TRANSPORT.md describes each.
 
 import { DpmsError } from '../errors';
 import { connectLocal } from './local';

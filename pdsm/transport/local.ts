@@ -13,7 +13,7 @@
 // unchecked path rejects with DPMS_REMOTE_ACCESS and breaks the connection, and when the message
 // connection drops (server.disconnect, server.close, network) every later operation rejects with
 // DPMS_DISCONNECTED. Unlike RDMA, the node cannot fence a local client at the memory: an operation
-// issued before the client hears of the drop still lands. docs/parts/transport.md says more.
+// issued before the client hears of the drop still lands. docs/TRANSPORT.md says more.
 
 import { openPool, type PmMapping } from '../../native';
 import { callNative, DpmsError, fromNative } from '../errors';

@@ -1,6 +1,6 @@
 // The shapes of pDSM's transport layer (pdsm/transport/index.ts is its face): a Connection to one
 // node's registered regions, what connect() and serve() take, and the server handle. The three
-// providers (local, tcp, verbs) all implement exactly these; docs/parts/transport.md says how.
+// providers (local, tcp, verbs) all implement exactly these; docs/TRANSPORT.md says how.
 
 import type { PmMapping, ServerStats } from '../../native';
 

@@ -1,4 +1,4 @@
-// A seeded fuzzer for servers that speak the tcp provider's wire format (docs/parts/tcp-wire.md):
+// A seeded fuzzer for servers that speak the tcp provider's wire format (docs/TCP-WIRE.md):
 // random bytes, truncated frames, oversized length fields, valid headers with random fields, frames
 // before the handshake, and an honest handshake followed by hostile frames (bad rkeys, bad regions,
 // out-of-bounds and overflowing ranges, misaligned atomics, unknown opcodes, oversized messages).
@@ -47,7 +47,7 @@ export interface RequestFields {
   readonly aux?: number;
 }
 
-/** A 32-byte request header (little-endian, layout of docs/parts/tcp-wire.md). */
+/** A 32-byte request header (little-endian, layout of docs/TCP-WIRE.md). */
 export function encodeRequest(f: RequestFields): Buffer {
   const b = Buffer.alloc(REQUEST_HEADER_BYTES);
   b.writeUInt16LE(f.magic ?? REQUEST_MAGIC, 0);
