@@ -12,7 +12,12 @@ namespace {
 constexpr size_t kMinClassShift = 16;  // 64 KiB
 constexpr size_t kMaxClassShift = 24;  // 16 MiB
 constexpr size_t kClasses = kMaxClassShift - kMinClassShift + 1;
-constexpr size_t kMaxCachedBytes = 64 << 20;
+// Blocks only enter the cache when their Buffer is collected, so it never holds more than the
+// process once had in results at the same time. V8 collects them in batches (a full GC per ~64 MiB
+// of new ArrayBuffer memory, more arriving while it marks): a pipelined 1-MiB reader had about 80
+// MiB of them outstanding, and with a 64 MiB cap 5% of its reads got a fresh block, whose first
+// touch cost more than the whole transfer (~400 us per MiB of page faults on the test VM).
+constexpr size_t kMaxCachedBytes = 128 << 20;
 
 struct Cache {
   std::mutex mutex;

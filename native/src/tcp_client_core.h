@@ -124,7 +124,9 @@ class Core {
   static void OnTurn(uv_prepare_t* handle);
   static void OnCheck(uv_check_t* handle);
   static void OnTimeout(uv_timer_t* handle);
-  void ReadAvailable();
+  // Receive and settle what the socket has. yieldToLoop: return once kYieldAfterBytes were read and
+  // something was settled (the poll callback; the error paths read all they can).
+  void ReadAvailable(bool yieldToLoop = false);
   bool ParseResponses();
   void CompleteDirect();
   void SetPollEvents();
@@ -188,6 +190,7 @@ class Core {
   size_t inStart_ = 0;
   size_t inEnd_ = 0;
   Direct direct_;
+  uint64_t settled_ = 0;  // operations resolved so far (ReadAvailable's yield rule)
 
   std::deque<Op> oneSided_;
   std::unordered_map<uint32_t, napi_deferred> calls_;
