@@ -144,7 +144,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void breakConnection(const std::string& reason, Op* culprit, Status culpritStatus, bool notify);
   void settle(Op& op, Status status, const std::string& message);
   void resolve(Op& op, Napi::Value value);
-  void destroyResources();
+  // linger: after rdma_disconnect keep the cm_id (and its channel) until the peer's DISCONNECTED,
+  // at most 2 s: destroying it at once can cancel the DREQ, and the server would not learn of the close.
+  void destroyResources(bool linger = false);
+  void finishLinger();
+  static void OnLingerTimeout(uv_timer_t* handle);
 
   Napi::Env env_;
   Napi::AsyncContext asyncContext_;
@@ -172,6 +176,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   UvHandle<uv_prepare_t> prepare_;
   UvHandle<uv_timer_t> timer_;
   bool hookAdded_ = false;
+  bool lingering_ = false;
+  bool peerGone_ = false;
 
   auth::Nonce serverNonce_{};
   auth::Nonce clientNonce_{};
@@ -304,8 +310,12 @@ void ClientCore::handleCmEvents() {
           if (state_ == State::kOpen) {
             Napi::HandleScope scope(env_);
             Napi::CallbackScope callbackScope(env_, asyncContext_);
+            peerGone_ = true;
             breakConnection("disconnected by the server", nullptr, Status::kDisconnected, true);
           }
+          if (lingering_) finishLinger();  // broken by a completion just now: the peer has already gone
+        } else if (lingering_) {
+          finishLinger();
         } else if (state_ != State::kBroken && state_ != State::kClosed) {
           failConnect(Status::kAuth, "the server at " + target_ + " closed the connection during the handshake");
         }
@@ -917,7 +927,7 @@ void ClientCore::breakConnection(const std::string& reason, Op* culprit, Status 
   posted_.clear();
   queue_.clear();
   awaitingReply_.clear();
-  destroyResources();
+  destroyResources(/*linger=*/!peerGone_);
   if (culprit != nullptr) settle(*culprit, culpritStatus, reason + " (" + target_ + ")");
   for (auto& op : pending) settle(*op, Status::kDisconnected, "connection to " + target_ + " broken: " + reason);
   if (selfHeld_ && !self_.IsEmpty()) self_.Unref();
@@ -948,14 +958,15 @@ void ClientCore::close() {
   breakConnection("closed", nullptr, Status::kDisconnected, false);
 }
 
-void ClientCore::destroyResources() {
-  cmPoll_.close();
+void ClientCore::destroyResources(bool linger) {
   cqPoll_.close();
   prepare_.close();
   timer_.close();
   if (cmId_ != nullptr) {
-    rdma_disconnect(cmId_);
+    linger = rdma_disconnect(cmId_) == 0 && linger && cmPoll_;
     if (cmId_->qp != nullptr) rdma_destroy_qp(cmId_);
+  } else {
+    linger = false;
   }
   receives_.reset();
   staging_.reset();
@@ -965,6 +976,32 @@ void ClientCore::destroyResources() {
   channel_ = nullptr;
   if (pd_ != nullptr) ibv_dealloc_pd(pd_);
   pd_ = nullptr;
+  if (linger) {
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env_, &loop);
+    uv_timer_t* timer = timer_.create();
+    timer->data = this;
+    uv_timer_init(loop, timer);
+    uv_timer_start(timer, OnLingerTimeout, 2000, 0);
+    timer_.ref(false);
+    cmPoll_.ref(false);
+    lingering_ = true;
+    keepAlive_ = shared_from_this();
+    return;
+  }
+  finishLinger();
+}
+
+void ClientCore::OnLingerTimeout(uv_timer_t* handle) {
+  auto* core = static_cast<ClientCore*>(handle->data);
+  if (core != nullptr) core->finishLinger();
+}
+
+void ClientCore::finishLinger() {
+  auto hold = std::move(keepAlive_);  // released when this function returns
+  lingering_ = false;
+  cmPoll_.close();
+  timer_.close();
   if (cmId_ != nullptr) rdma_destroy_id(cmId_);
   cmId_ = nullptr;
   if (eventChannel_ != nullptr) rdma_destroy_event_channel(eventChannel_);

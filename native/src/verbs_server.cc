@@ -17,6 +17,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+
 #include <cerrno>
 #include <deque>
 #include <map>
@@ -91,10 +93,13 @@ struct Connection {
   std::string closeAfterSendsReason;
 };
 
-class ServerCore {
+class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
   ServerCore(Napi::Env env) : env_(env), asyncContext_(env, "dpms.verbsServer") {}
-  ~ServerCore() { shutdown(false); }
+  ~ServerCore() {
+    shutdown(false);
+    finishLinger();
+  }
 
   void start(const Napi::Object& options, Napi::Object self);
   Napi::Object makeObject();
@@ -125,8 +130,13 @@ class ServerCore {
   Connection* find(uint32_t id);
   Connection* findByCmId(rdma_cm_id* id);
   // Tear one connection down now; queues its 'close' event if it was open.
-  void closeConnection(Connection& connection, const std::string& reason);
-  void destroyResources(Connection& connection);
+  void closeConnection(Connection& connection, const std::string& reason, bool peerGone = false);
+  // peerGone: the peer already disconnected (no DREQ to wait for), so the cm_id can go at once.
+  void destroyResources(Connection& connection, bool peerGone);
+  // After rdma_disconnect a cm_id lingers until its DISCONNECTED event: destroying it at once can
+  // cancel the DREQ, and a client with nothing in flight would then never learn it was dropped.
+  void finishLinger();
+  static void OnLingerTimeout(uv_timer_t* handle);
   void emit(Event event) { events_.push_back(std::move(event)); }
   void deliverEvents();
 
@@ -142,6 +152,9 @@ class ServerCore {
   rdma_event_channel* eventChannel_ = nullptr;
   rdma_cm_id* listenId_ = nullptr;
   UvHandle<uv_poll_t> cmPoll_;
+  std::vector<rdma_cm_id*> lingering_;
+  UvHandle<uv_timer_t> lingerTimer_;
+  std::shared_ptr<ServerCore> lingerHold_;  // keeps this core alive after close() while ids linger
   uint16_t port_ = 0;
   std::map<uint32_t, std::unique_ptr<Connection>> connections_;
   uint32_t nextConnectionId_ = 1;
@@ -229,6 +242,7 @@ void ServerCore::CleanupHook(void* arg) {
 void ServerCore::OnCmReadable(uv_poll_t* handle, int, int) {
   auto* core = static_cast<ServerCore*>(handle->data);
   if (core == nullptr) return;
+  auto hold = core->shared_from_this();  // finishLinger() may drop the last other owner
   core->handleCmEvents();
   core->deliverEvents();
 }
@@ -236,14 +250,30 @@ void ServerCore::OnCmReadable(uv_poll_t* handle, int, int) {
 void ServerCore::handleCmEvents() {
   // Each event is copied and acknowledged before it is acted on: rdma_destroy_id waits for the
   // acknowledgement of every event it was given, so acting first could deadlock on our own id.
-  while (!closed_) {
+  while (eventChannel_ != nullptr) {
     rdma_cm_event* event = nullptr;
-    if (rdma_get_cm_event(eventChannel_, &event) != 0) return;  // EAGAIN: drained
+    if (rdma_get_cm_event(eventChannel_, &event) != 0) break;  // EAGAIN: drained
     const rdma_cm_event_type type = event->event;
     rdma_cm_id* id = event->id;
     rdma_conn_param request{};
     if (type == RDMA_CM_EVENT_CONNECT_REQUEST) request = event->param.conn;
     rdma_ack_cm_event(event);
+
+    auto lingering = std::find(lingering_.begin(), lingering_.end(), id);
+    if (lingering != lingering_.end()) {
+      if (type != RDMA_CM_EVENT_ESTABLISHED) {
+        rdma_destroy_id(id);
+        lingering_.erase(lingering);
+      }
+      continue;
+    }
+    if (closed_) {
+      if (type == RDMA_CM_EVENT_CONNECT_REQUEST) {
+        rdma_reject(id, nullptr, 0);
+        rdma_destroy_id(id);
+      }
+      continue;
+    }
 
     switch (type) {
       case RDMA_CM_EVENT_CONNECT_REQUEST:
@@ -266,13 +296,14 @@ void ServerCore::handleCmEvents() {
         if (Connection* connection = findByCmId(id)) {
           // Completions already in the CQ (a last message, an immediate) are handled first.
           handleCompletions(*connection);
-          if ((connection = findByCmId(id)) != nullptr) closeConnection(*connection, "disconnected by peer");
+          if ((connection = findByCmId(id)) != nullptr) closeConnection(*connection, "disconnected by peer", true);
         }
         break;
       default:
         break;
     }
   }
+  if (closed_ && lingering_.empty()) finishLinger();
 }
 
 void ServerCore::handleConnectRequest(rdma_cm_id* id, const rdma_conn_param& request) {
@@ -290,7 +321,7 @@ void ServerCore::handleConnectRequest(rdma_cm_id* id, const rdma_conn_param& req
   connections_[connection.id] = std::move(owned);
   if (!setUpConnection(connection, request)) {
     rdma_reject(id, nullptr, 0);
-    destroyResources(connection);
+    destroyResources(connection, true);
     connections_.erase(connection.id);
   }
 }
@@ -364,6 +395,7 @@ void ServerCore::OnCqReadable(uv_poll_t* handle, int, int) {
 
 void ServerCore::handleCompletions(Connection& connection) {
   const uint32_t id = connection.id;
+  if (connection.cq == nullptr) return;
   ibv_cq* eventCq = nullptr;
   void* context = nullptr;
   unsigned acknowledged = 0;
@@ -601,11 +633,11 @@ Connection* ServerCore::findByCmId(rdma_cm_id* id) {
   return nullptr;
 }
 
-void ServerCore::closeConnection(Connection& connection, const std::string& reason) {
+void ServerCore::closeConnection(Connection& connection, const std::string& reason, bool peerGone) {
   const uint32_t id = connection.id;
   const bool opened = connection.opened;
   if (opened) stats_.connectionsOpen--;
-  destroyResources(connection);
+  destroyResources(connection, peerGone);
   connections_.erase(id);
   if (opened) {
     Event event{Event::Type::kClose, id};
@@ -614,11 +646,13 @@ void ServerCore::closeConnection(Connection& connection, const std::string& reas
   }
 }
 
-void ServerCore::destroyResources(Connection& connection) {
+void ServerCore::destroyResources(Connection& connection, bool peerGone) {
   connection.cqPoll.close();
   connection.handshakeTimer.close();
+  bool linger = false;
   if (connection.cmId != nullptr) {
-    rdma_disconnect(connection.cmId);  // moves the queue pair to the error state and tells the peer
+    // Moves the queue pair to the error state and tells the peer (DREQ).
+    linger = rdma_disconnect(connection.cmId) == 0 && !peerGone && connection.state != Connection::State::kAccepting;
   }
   // Fencing: once the regions are deregistered, the rkeys this client holds are dead.
   for (ibv_mr* mr : connection.regionMrs) ibv_dereg_mr(mr);
@@ -632,8 +666,31 @@ void ServerCore::destroyResources(Connection& connection) {
   connection.channel = nullptr;
   if (connection.pd != nullptr) ibv_dealloc_pd(connection.pd);
   connection.pd = nullptr;
-  if (connection.cmId != nullptr) rdma_destroy_id(connection.cmId);
+  if (connection.cmId != nullptr) {
+    if (linger) {
+      connection.cmId->context = nullptr;
+      lingering_.push_back(connection.cmId);
+    } else {
+      rdma_destroy_id(connection.cmId);
+    }
+  }
   connection.cmId = nullptr;
+}
+
+void ServerCore::OnLingerTimeout(uv_timer_t* handle) {
+  auto* core = static_cast<ServerCore*>(handle->data);
+  if (core != nullptr) core->finishLinger();
+}
+
+void ServerCore::finishLinger() {
+  auto hold = std::move(lingerHold_);  // released when this function returns
+  for (rdma_cm_id* id : lingering_) rdma_destroy_id(id);
+  lingering_.clear();
+  if (!closed_) return;  // a serving core keeps its channel
+  cmPoll_.close();
+  lingerTimer_.close();
+  if (eventChannel_ != nullptr) rdma_destroy_event_channel(eventChannel_);
+  eventChannel_ = nullptr;
 }
 
 void ServerCore::reply(const Napi::CallbackInfo& info) {
@@ -690,15 +747,26 @@ void ServerCore::shutdown(bool emit) {
       closeConnection(connection, "server closed");
     } else {
       if (connection.opened) stats_.connectionsOpen--;
-      destroyResources(connection);
+      destroyResources(connection, true);
       connections_.erase(connections_.begin());
     }
   }
-  cmPoll_.close();
   if (listenId_ != nullptr) rdma_destroy_id(listenId_);
   listenId_ = nullptr;
-  if (eventChannel_ != nullptr) rdma_destroy_event_channel(eventChannel_);
-  eventChannel_ = nullptr;
+  if (emit && !lingering_.empty() && cmPoll_) {
+    // Wait (without keeping the process alive) for the peers to acknowledge the disconnects, at most 2 s.
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env_, &loop);
+    uv_timer_t* timer = lingerTimer_.create();
+    timer->data = this;
+    uv_timer_init(loop, timer);
+    uv_timer_start(timer, OnLingerTimeout, 2000, 0);
+    lingerTimer_.ref(false);
+    cmPoll_.ref(false);
+    lingerHold_ = shared_from_this();
+  } else {
+    finishLinger();
+  }
   for (auto& region : regions_) region->unpin();
   regions_.clear();
   if (hookAdded_) napi_remove_env_cleanup_hook(env_, CleanupHook, this);

@@ -244,7 +244,8 @@ export async function benchTransport(options: TransportBenchOptions): Promise<nu
     return EXIT.usage;
   }
   const iterations = options.iterations;
-  const bulkIterations = Math.max(16, Math.floor(iterations / 50));
+  // Enough 1-MiB operations that a GC pause or a scheduling hiccup does not decide the ratio.
+  const bulkIterations = Math.max(64, Math.floor(iterations / 10));
   const base = options.dir ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
   const poolPath = path.join(base, `dpms-bench-transport-${process.pid}.pool`);
   fs.rmSync(poolPath, { force: true });
