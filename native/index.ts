@@ -166,6 +166,16 @@ export interface TransportConnection {
   readonly nodeId: number;
   readonly regions: readonly RemoteRegion[];
   read(region: number, offset: number, length: number, rkey: number): Promise<Buffer>;
+  /**
+   * A READ into the caller's memory, as an RDMA READ lands in a registered buffer: the payload is
+   * received straight into target[targetOffset, targetOffset+length), which the connection keeps
+   * referenced until the promise settles; no Buffer is allocated per operation. A range outside the
+   * target throws DPMS_OUT_OF_BOUNDS synchronously; a target whose ArrayBuffer is detached or shrunk
+   * while the READ is in flight rejects that operation with DPMS_OUT_OF_BOUNDS (the data is dropped,
+   * the connection stays usable). Otherwise as read. The tcp provider always has it; verbs may not yet
+   * (callers fall back to read + copy).
+   */
+  readInto?(region: number, offset: number, target: Uint8Array, targetOffset: number, length: number, rkey: number): Promise<void>;
   write(region: number, offset: number, data: Uint8Array, rkey: number): Promise<void>;
   writeWithImmediate(region: number, offset: number, data: Uint8Array, immediate: number, rkey: number): Promise<void>;
   compareAndSwap(region: number, offset: number, expected: bigint, desired: bigint, rkey: number): Promise<bigint>;

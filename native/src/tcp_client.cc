@@ -22,6 +22,7 @@ class TcpConnection : public Napi::ObjectWrap<TcpConnection>, public tcpclient::
   static Napi::Function DefineClass(Napi::Env env) {
     return ObjectWrap::DefineClass(env, "TcpConnection",
                                    {InstanceMethod<&TcpConnection::Read>("read"),
+                                    InstanceMethod<&TcpConnection::ReadInto>("readInto"),
                                     InstanceMethod<&TcpConnection::Write>("write"),
                                     InstanceMethod<&TcpConnection::WriteWithImmediate>("writeWithImmediate"),
                                     InstanceMethod<&TcpConnection::CompareAndSwap>("compareAndSwap"),
@@ -91,6 +92,24 @@ class TcpConnection : public Napi::ObjectWrap<TcpConnection>, public tcpclient::
     const uint32_t length = static_cast<uint32_t>(tcpargs::ToInteger(info[2], "length", 0, w::kMaxDataBytes));
     const uint32_t rkey = RkeyArg(info[3]);
     return Napi::Value(info.Env(), core_->Read(region, offset, length, rkey));
+  }
+
+  // The READ lands in target[targetOffset, +length): the range is checked here (DPMS_OUT_OF_BOUNDS),
+  // and again by the core before each receive into it, since the target's ArrayBuffer may be
+  // detached or shrunk by JS while the READ is in flight.
+  Napi::Value ReadInto(const Napi::CallbackInfo& info) {
+    const uint16_t region = RegionArg(info[0]);
+    const uint64_t offset = OffsetArg(info[1]);
+    Napi::Uint8Array target = DataArg(info[2], "target", UINT64_MAX);
+    const uint64_t targetOffset = tcpargs::ToInteger(info[3], "targetOffset", 0, kMaxSafeInteger);
+    const uint32_t length = static_cast<uint32_t>(tcpargs::ToInteger(info[4], "length", 0, w::kMaxDataBytes));
+    const uint32_t rkey = RkeyArg(info[5]);
+    if (targetOffset > target.ByteLength() || length > target.ByteLength() - targetOffset) {
+      ThrowStatus(info.Env(), Status::kOutOfBounds,
+                  "[" + std::to_string(targetOffset) + ", " + std::to_string(targetOffset + length) +
+                      ") is outside the " + std::to_string(target.ByteLength()) + "-byte target");
+    }
+    return Napi::Value(info.Env(), core_->ReadInto(region, offset, target, static_cast<size_t>(targetOffset), length, rkey));
   }
 
   Napi::Value Write(const Napi::CallbackInfo& info) {

@@ -388,9 +388,19 @@ void Core::ReadAvailable(bool yieldToLoop) {
     if (yieldToLoop && kReadBudgetBytes - budget >= kYieldAfterBytes && settled_ != settledBefore) break;
     uint8_t* dst;
     size_t room;
-    if (direct_.buffer != nullptr) {
-      dst = direct_.buffer + direct_.received;
+    if (direct_.active) {
+      if (direct_.intoTarget && !direct_.discard) {
+        direct_.buffer = TargetData(direct_.bufferRef, direct_.targetOffset, direct_.length);
+        direct_.discard = direct_.buffer == nullptr;
+      }
       room = direct_.length - direct_.received;
+      if (direct_.discard) {
+        // The rest of a payload nobody can take: receive it into in_, which is empty meanwhile.
+        dst = in_.get();
+        room = std::min(room, kInputBufferBytes);
+      } else {
+        dst = direct_.buffer + direct_.received;
+      }
     } else {
       if (inStart_ == inEnd_) {
         inStart_ = inEnd_ = 0;
@@ -413,7 +423,7 @@ void Core::ReadAvailable(bool yieldToLoop) {
     const ssize_t n = recv(fd_, dst, room, 0);
     if (n > 0) {
       budget -= std::min(budget, static_cast<size_t>(n));
-      if (direct_.buffer != nullptr) {
+      if (direct_.active) {
         direct_.received += static_cast<size_t>(n);
         if (direct_.received == direct_.length) CompleteDirect();
       } else {
@@ -444,7 +454,7 @@ void Core::ReadAvailable(bool yieldToLoop) {
 
 // Settle every complete response in the input buffer. False once the connection is closed.
 bool Core::ParseResponses() {
-  while (state_ == State::kOpen && direct_.buffer == nullptr) {
+  while (state_ == State::kOpen && !direct_.active) {
     const size_t available = inEnd_ - inStart_;
     if (available < w::kResponseHeaderBytes) return true;
     const uint8_t* header = in_.get() + inStart_;
@@ -454,6 +464,8 @@ bool Core::ParseResponses() {
       return false;
     }
     napi_deferred deferred = nullptr;
+    napi_ref target = nullptr;  // readInto
+    size_t targetOffset = 0;
     if (r.opcode == w::kMessage) {
       auto it = calls_.find(r.requestId);
       if (it == calls_.end() || r.status != w::kOk || r.length > params_.maxMessageBytes) {
@@ -485,6 +497,7 @@ bool Core::ParseResponses() {
         }
         inStart_ += w::kResponseHeaderBytes;
         oneSided_.pop_front();
+        if (op.target != nullptr) napi_delete_reference(env_, op.target);
         const std::string what = std::string("remote access error: ") + AccessErrorText(r.status);
         Reject(op.deferred, Status::kRemoteAccess, what);
         Fail({Status::kDisconnected, Status::kDisconnected, what}, true, true);
@@ -513,10 +526,41 @@ bool Core::ParseResponses() {
         continue;
       }
       deferred = op.deferred;
+      target = op.target;
+      targetOffset = op.targetOffset;
     }
     // A READ's data or a message reply: copy it out when it is all here, else receive it directly.
     inStart_ += w::kResponseHeaderBytes;
     const size_t buffered = inEnd_ - inStart_;
+    if (target != nullptr) {
+      // readInto: straight into the caller's target, which stays referenced until the end.
+      uint8_t* data = TargetData(target, targetOffset, r.length);
+      if (buffered >= r.length) {
+        if (data != nullptr && r.length > 0) std::memcpy(data, in_.get() + inStart_, r.length);
+        inStart_ += r.length;
+        napi_delete_reference(env_, target);
+        if (data == nullptr) {
+          RejectTargetGone(deferred);
+        } else {
+          napi_value undefined;
+          napi_get_undefined(env_, &undefined);
+          Settle(deferred, undefined);
+        }
+        continue;
+      }
+      if (data != nullptr) std::memcpy(data, in_.get() + inStart_, buffered);
+      inStart_ = inEnd_;
+      direct_.active = true;
+      direct_.buffer = data;
+      direct_.bufferRef = target;
+      direct_.intoTarget = true;
+      direct_.discard = data == nullptr;
+      direct_.targetOffset = targetOffset;
+      direct_.length = r.length;
+      direct_.received = buffered;
+      direct_.deferred = deferred;
+      continue;
+    }
     if (buffered >= r.length) {
       uint8_t* data = nullptr;
       napi_value buffer = tcpbuffers::NewBuffer(env_, r.length, &data);
@@ -541,6 +585,7 @@ bool Core::ParseResponses() {
       Fail({Status::kDisconnected, Status::kDisconnected, "out of memory"}, true, true);
       return false;
     }
+    direct_.active = true;
     direct_.buffer = data;
     std::memcpy(direct_.buffer, in_.get() + inStart_, buffered);
     inStart_ = inEnd_;
@@ -552,12 +597,40 @@ bool Core::ParseResponses() {
 }
 
 void Core::CompleteDirect() {
-  napi_value buffer = nullptr;
-  napi_get_reference_value(env_, direct_.bufferRef, &buffer);
-  napi_delete_reference(env_, direct_.bufferRef);
-  napi_deferred deferred = direct_.deferred;
+  const Direct done = direct_;
   direct_ = Direct{};
-  Settle(deferred, buffer);
+  napi_value value = nullptr;
+  if (done.intoTarget) {
+    napi_get_undefined(env_, &value);
+  } else {
+    napi_get_reference_value(env_, done.bufferRef, &value);
+  }
+  napi_delete_reference(env_, done.bufferRef);
+  if (done.discard) {
+    RejectTargetGone(done.deferred);
+  } else {
+    Settle(done.deferred, value);
+  }
+}
+
+uint8_t* Core::TargetData(napi_ref target, size_t targetOffset, size_t length) {
+  napi_value array = nullptr;
+  if (napi_get_reference_value(env_, target, &array) != napi_ok || array == nullptr) return nullptr;
+  napi_typedarray_type type;
+  size_t elements = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env_, array, &type, &elements, &data, nullptr, nullptr) != napi_ok) return nullptr;
+  if (type != napi_uint8_array || targetOffset > elements || length > elements - targetOffset) return nullptr;
+  // An empty range needs no memory (an empty ArrayBuffer may have none): nothing is written through this.
+  static uint8_t nothing;
+  if (length == 0) return &nothing;
+  return data == nullptr ? nullptr : static_cast<uint8_t*>(data) + targetOffset;
+}
+
+void Core::RejectTargetGone(napi_deferred deferred) {
+  Reject(deferred, Status::kOutOfBounds,
+         "the readInto target no longer holds the range (its ArrayBuffer was detached or shrunk while the read was "
+         "in flight); the data was dropped");
 }
 
 // ---- output ----
@@ -690,6 +763,32 @@ napi_value Core::Read(uint16_t region, uint64_t offset, uint32_t length, uint32_
   uint32_t id = 0;
   napi_value promise = NewOp(w::kRead, length, &id);
   if (id == 0) return promise;
+  w::Request r;
+  r.opcode = w::kRead;
+  r.requestId = id;
+  r.offset = offset;
+  r.length = length;
+  r.rkey = rkey;
+  r.region = region;
+  AppendRequest(r, 0);
+  MaybeFlushNow();
+  return promise;
+}
+
+napi_value Core::ReadInto(uint16_t region, uint64_t offset, napi_value target, size_t targetOffset, uint32_t length,
+                          uint32_t rkey) {
+  napi_ref ref = nullptr;
+  if (napi_create_reference(env_, target, 1, &ref) != napi_ok) {
+    return Rejected(Status::kInvalidArgument, "cannot reference the readInto target");
+  }
+  uint32_t id = 0;
+  napi_value promise = NewOp(w::kRead, length, &id);
+  if (id == 0) {
+    napi_delete_reference(env_, ref);
+    return promise;
+  }
+  oneSided_.back().target = ref;
+  oneSided_.back().targetOffset = targetOffset;
   w::Request r;
   r.opcode = w::kRead;
   r.requestId = id;
@@ -887,6 +986,9 @@ void Core::Fail(const Failure& failure, bool notify, bool callJs) {
     }
   }
   for (napi_ref ref : listeners) napi_delete_reference(env_, ref);
+  for (const Op& op : ops) {
+    if (op.target != nullptr) napi_delete_reference(env_, op.target);
+  }
   ReleaseRef();  // the creation reference
 }
 

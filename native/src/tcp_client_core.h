@@ -64,6 +64,11 @@ class Core {
 
   // Operation entry points (JS thread, arguments already checked). Each returns a promise.
   napi_value Read(uint16_t region, uint64_t offset, uint32_t length, uint32_t rkey);
+  // A READ whose payload lands in target[targetOffset, +length) (a Uint8Array the caller checked
+  // holds that range) instead of a new Buffer; the promise resolves with undefined. The target is
+  // referenced until the operation settles.
+  napi_value ReadInto(uint16_t region, uint64_t offset, napi_value target, size_t targetOffset, uint32_t length,
+                      uint32_t rkey);
   napi_value Write(uint8_t opcode, uint16_t region, uint64_t offset, const uint8_t* data, uint32_t length,
                    uint32_t immediate, uint32_t rkey);
   napi_value CompareAndSwap(uint16_t region, uint64_t offset, uint64_t expected, uint64_t desired, uint32_t rkey);
@@ -99,11 +104,18 @@ class Core {
     uint8_t opcode;
     uint32_t length;  // READ: bytes expected
     napi_deferred deferred;
+    napi_ref target = nullptr;  // readInto: the caller's Uint8Array (a strong reference)
+    size_t targetOffset = 0;
   };
-  // A response payload being received straight into its own buffer.
+  // A response payload being received straight into memory of its own: a new result Buffer, or the
+  // caller's target of a readInto.
   struct Direct {
-    uint8_t* buffer = nullptr;      // the result Buffer's memory
-    napi_ref bufferRef = nullptr;   // keeps that Buffer alive meanwhile
+    bool active = false;
+    uint8_t* buffer = nullptr;      // where the rest goes (nullptr: discarding, see discard)
+    napi_ref bufferRef = nullptr;   // keeps the result Buffer / the target alive meanwhile
+    bool intoTarget = false;        // readInto: bufferRef is the caller's Uint8Array
+    bool discard = false;           // readInto whose target lost the range (detached, shrunk)
+    size_t targetOffset = 0;
     size_t length = 0;
     size_t received = 0;
     napi_deferred deferred = nullptr;
@@ -129,6 +141,12 @@ class Core {
   void ReadAvailable(bool yieldToLoop = false);
   bool ParseResponses();
   void CompleteDirect();
+  // The memory of target[targetOffset, +length) now, or nullptr when the target no longer holds that
+  // range (its ArrayBuffer was detached or shrunk while the READ was in flight). Checked again before
+  // every receive into it, since JS runs between poll callbacks.
+  uint8_t* TargetData(napi_ref target, size_t targetOffset, size_t length);
+  // Rejection of a readInto whose target lost its range; the connection stays usable.
+  void RejectTargetGone(napi_deferred deferred);
   void SetPollEvents();
   // Send what is queued. False on a hard error (the socket is then broken; see sendError_).
   bool Flush();

@@ -59,6 +59,26 @@ export function wordError(regions: readonly RegionInfo[], region: number, offset
   return undefined;
 }
 
+/** readInto's default length: the rest of the target (never throws, whatever the arguments are). */
+export function restOf(target: Uint8Array, targetOffset: number): number {
+  return target instanceof Uint8Array && typeof targetOffset === 'number' ? target.length - targetOffset : 0;
+}
+
+/** undefined when target is a Uint8Array holding [targetOffset, targetOffset+length). */
+export function targetError(target: Uint8Array, targetOffset: number, length: number): DpmsError | undefined {
+  if (target instanceof Uint8Array && Number.isSafeInteger(targetOffset) && Number.isSafeInteger(length) &&
+      targetOffset >= 0 && length >= 0 && targetOffset + length <= target.length) {
+    return undefined;
+  }
+  if (!(target instanceof Uint8Array)) {
+    return new DpmsError('DPMS_INVALID_ARGUMENT', `a read target must be a Uint8Array (or Buffer), got ${typeof target}`);
+  }
+  for (const [name, value] of [['targetOffset', targetOffset], ['length', length]] as const) {
+    if (typeof value !== 'number') return new DpmsError('DPMS_INVALID_ARGUMENT', `${name} must be a number, got ${typeof value}`);
+  }
+  return new DpmsError('DPMS_OUT_OF_BOUNDS', `[${targetOffset}, ${targetOffset + length}) is outside the ${target.length}-B read target`);
+}
+
 export function dataError(data: Uint8Array): DpmsError | undefined {
   if (data instanceof Uint8Array) return undefined;
   return new DpmsError('DPMS_INVALID_ARGUMENT', `data must be a Uint8Array (or Buffer), got ${typeof data}`);

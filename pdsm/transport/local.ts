@@ -18,7 +18,7 @@
 import { openPool, type PmMapping } from '../../native';
 import { callNative, DpmsError, fromNative } from '../errors';
 import {
-  bigintError, dataError, disconnected, immediateError, messageError, rangeError, transferError, wordError,
+  bigintError, dataError, disconnected, immediateError, messageError, rangeError, restOf, targetError, transferError, wordError,
 } from './checks';
 import { connectNetwork, type NetworkConnection } from './network';
 import type { Connection, ConnectTarget, RegionInfo, UncheckedAccess } from './types';
@@ -85,6 +85,13 @@ export class LocalConnection implements Connection {
     if (problem !== undefined) return Promise.reject(problem);
     if (this.tail !== undefined) return this.enqueue(() => this.readNow(region, offset, length));
     return this.readNow(region, offset, length);
+  }
+
+  readInto(region: number, offset: number, target: Uint8Array, targetOffset = 0, length = restOf(target, targetOffset)): Promise<void> {
+    const problem = targetError(target, targetOffset, length) ?? transferError(this.regions, region, offset, length);
+    if (problem !== undefined) return Promise.reject(problem);
+    if (this.tail !== undefined) return this.enqueue(() => this.readIntoNow(region, offset, target, targetOffset, length));
+    return this.readIntoNow(region, offset, target, targetOffset, length);
   }
 
   write(region: number, offset: number, data: Uint8Array): Promise<void> {
@@ -183,6 +190,15 @@ export class LocalConnection implements Connection {
     return Promise.resolve(out);
   }
 
+  private readIntoNow(region: number, offset: number, target: Uint8Array, targetOffset: number, length: number): Promise<void> {
+    if (!this.open) return Promise.reject(disconnected('readInto'));
+    // Queued behind a tcp-routed operation, the target may have been detached or shrunk meanwhile.
+    const problem = targetError(target, targetOffset, length);
+    if (problem !== undefined) return Promise.reject(problem);
+    this.buffers[region].copy(target, targetOffset, offset, offset + length);
+    return resolvedVoid;
+  }
+
   private writeNow(region: number, offset: number, data: Uint8Array, persist: boolean): Promise<void> {
     if (!this.open) return Promise.reject(disconnected(persist ? 'writePersist' : 'write'));
     if (!persist) {
@@ -235,6 +251,12 @@ class UncheckedLocalAccess implements UncheckedAccess {
 
   read(region: number, offset: number, length: number, rkey: number): Promise<Buffer> {
     return this.refused(region, offset, length, rkey, false) ?? this.connection.read(region, offset, length);
+  }
+
+  readInto(region: number, offset: number, target: Uint8Array, targetOffset: number, length: number, rkey: number): Promise<void> {
+    const problem = targetError(target, targetOffset, length);
+    if (problem !== undefined) return Promise.reject(problem);
+    return this.refused(region, offset, length, rkey, false) ?? this.connection.readInto(region, offset, target, targetOffset, length);
   }
 
   write(region: number, offset: number, data: Uint8Array, rkey: number): Promise<void> {

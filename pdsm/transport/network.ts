@@ -5,9 +5,10 @@
 // .catch that converts its rejection with a handler shared by every operation of that kind.
 
 import { connect as nativeConnect, type NetworkProvider, type TransportConnection } from '../../native';
-import { fromNative } from '../errors';
+import { DpmsError, fromNative } from '../errors';
 import {
-  bigintError, checkMaxMessageBytes, dataError, immediateError, messageError, rangeError, transferError, wordError,
+  bigintError, checkMaxMessageBytes, dataError, immediateError, messageError, rangeError, restOf, targetError, transferError,
+  wordError,
 } from './checks';
 import type { Connection, ConnectTarget, RegionInfo, UncheckedAccess } from './types';
 
@@ -19,6 +20,7 @@ function converter(context: string): (error: unknown) => never {
 
 // One handler per operation kind, made once.
 const readFailed = converter('transport read');
+const readIntoFailed = converter('transport readInto');
 const writeFailed = converter('transport write');
 const immediateFailed = converter('transport writeWithImmediate');
 const casFailed = converter('transport compareAndSwap');
@@ -73,6 +75,14 @@ export class NetworkConnection implements Connection {
     } catch (error) {
       return rejected(error, readFailed);
     }
+  }
+
+  // The addon receives the payload straight into target (tcp); a provider without a native readInto
+  // (verbs, until it registers targets) reads and copies.
+  readInto(region: number, offset: number, target: Uint8Array, targetOffset = 0, length = restOf(target, targetOffset)): Promise<void> {
+    const problem = targetError(target, targetOffset, length) ?? transferError(this.regions, region, offset, length);
+    if (problem !== undefined) return Promise.reject(problem);
+    return startReadInto(this.inner, region, offset, target, targetOffset, length, this.regions[region].rkey);
   }
 
   write(region: number, offset: number, data: Uint8Array): Promise<void> {
@@ -183,6 +193,12 @@ class UncheckedNetworkAccess implements UncheckedAccess {
     return settle(() => this.inner.read(region, offset, length, rkey), readFailed);
   }
 
+  readInto(region: number, offset: number, target: Uint8Array, targetOffset: number, length: number, rkey: number): Promise<void> {
+    const problem = targetError(target, targetOffset, length);
+    if (problem !== undefined) return Promise.reject(problem);
+    return startReadInto(this.inner, region, offset, target, targetOffset, length, rkey);
+  }
+
   write(region: number, offset: number, data: Uint8Array, rkey: number): Promise<void> {
     return settle(() => this.inner.write(region, offset, data, rkey), writeFailed);
   }
@@ -201,6 +217,23 @@ class UncheckedNetworkAccess implements UncheckedAccess {
 
   persist(region: number, offset: number, length: number, rkey: number): Promise<void> {
     return settle(() => this.inner.persist(region, offset, length, rkey), persistFailed);
+  }
+}
+
+/** readInto with checked arguments: the addon's own when it has one, else read + copy. */
+function startReadInto(inner: TransportConnection, region: number, offset: number, target: Uint8Array, targetOffset: number,
+  length: number, rkey: number): Promise<void> {
+  try {
+    if (inner.readInto !== undefined) return inner.readInto(region, offset, target, targetOffset, length, rkey).catch(readIntoFailed);
+    return inner.read(region, offset, length, rkey).then((data) => {
+      // The target may have been detached or shrunk meanwhile (as the native readInto checks).
+      if (targetOffset + length > target.length) {
+        throw new DpmsError('DPMS_OUT_OF_BOUNDS', 'transport readInto: the target no longer holds the range; the data was dropped');
+      }
+      target.set(data, targetOffset);
+    }, readIntoFailed);
+  } catch (error) {
+    return rejected(error, readIntoFailed);
   }
 }
 

@@ -19,6 +19,8 @@ export interface RegionInfo {
  */
 export interface UncheckedAccess {
   read(region: number, offset: number, length: number, rkey: number): Promise<Buffer>;
+  /** The target range is still checked (DPMS_OUT_OF_BOUNDS): it is this process's memory. */
+  readInto(region: number, offset: number, target: Uint8Array, targetOffset: number, length: number, rkey: number): Promise<void>;
   write(region: number, offset: number, data: Uint8Array, rkey: number): Promise<void>;
   writeWithImmediate(region: number, offset: number, data: Uint8Array, immediate: number, rkey: number): Promise<void>;
   compareAndSwap(region: number, offset: number, expected: bigint, desired: bigint, rkey: number): Promise<bigint>;
@@ -40,6 +42,15 @@ export interface Connection {
   /** False once the connection was closed, dropped, or broken by a remote error. */
   readonly isOpen: boolean;
   read(region: number, offset: number, length: number): Promise<Buffer>;
+  /**
+   * A read into the caller's memory, as an RDMA READ lands in a registered buffer: the region's
+   * [offset, offset+length) arrives in target[targetOffset, targetOffset+length) and nothing else of
+   * target changes; no Buffer is allocated per operation (bulk readers reuse their targets instead of
+   * leaving a fresh result to the garbage collector each time). length defaults to the rest of the
+   * target. A target range outside the target is DPMS_OUT_OF_BOUNDS, like a region range. Leave the
+   * range alone until the promise settles: the bytes may land at any time before that.
+   */
+  readInto(region: number, offset: number, target: Uint8Array, targetOffset?: number, length?: number): Promise<void>;
   write(region: number, offset: number, data: Uint8Array): Promise<void>;
   /** A write whose arrival the node hears of (onImmediate, after the data is in the region). */
   writeWithImmediate(region: number, offset: number, data: Uint8Array, immediate: number): Promise<void>;

@@ -1,5 +1,6 @@
 // Proves the tcp transport provider end to end on loopback: data integrity of READ/WRITE (1 B to
-// 4 MiB at random offsets, checked against the served mapping itself), CAS/FAA semantics, pipelining
+// 4 MiB at random offsets, checked against the served mapping itself), READ into a caller's target
+// (its range, its lifetime while in flight, a target detached mid-flight), CAS/FAA semantics, pipelining
 // in order, WRITE-with-immediate events, remote persist reaching the simulator's persistent image,
 // call/reply limits, the handshake (wrong secret, timeouts), remote access errors breaking the
 // connection, server-side disconnect and close, and that neither side keeps the process alive.
@@ -8,6 +9,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
+import vm from 'node:vm';
 import { after, test } from 'node:test';
 
 import {
@@ -136,6 +138,194 @@ test('read/write integrity: random data, sizes 1 B .. 4 MiB, random offsets, che
     assert.equal(stats.writes, 60);
     assert.equal(stats.reads, 61);
     c.close();
+  } finally {
+    s.close();
+  }
+});
+
+test('readInto: the payload lands in target[targetOffset, +length), 1 B .. 4 MiB, nothing else of the target changes', async () => {
+  const random = new Random(testSeed('tcp readInto integrity'));
+  const s = startServer();
+  try {
+    s.mapping.buffer.set(random.bytes(1 << 20), 0);
+    for (let i = 1; i < 16; i++) s.mapping.buffer.copyWithin(i << 20, 0, 1 << 20);
+    for (let i = 0; i < 4096; i++) s.mapping.buffer.writeUInt32LE(random.int(2 ** 32), random.int((16 << 20) - 3)); // no two MiBs alike
+    const c = await s.connect();
+    const size = s.mapping.sizeBytes;
+    const lengths = [1, 7, 4096, 65535, 65536, 1 << 20, 4 << 20];
+    for (let i = 0; i < 30; i++) lengths.push(Math.max(1, Math.floor(2 ** (random.next() * 22))));
+    for (const length of lengths) {
+      const offset = random.int(size - length + 1);
+      const targetOffset = 1 + random.int(4096);
+      const target = new Uint8Array(targetOffset + length + 1 + random.int(4096));
+      target.set(random.bytes(target.length));
+      const before = Buffer.from(target);
+      const result = await c.readInto!(0, offset, target, targetOffset, length, s.rkey);
+      assert.equal(result, undefined);
+      assert.ok(Buffer.from(target.buffer, targetOffset, length).equals(s.mapping.buffer.subarray(offset, offset + length)),
+        `${length} B at ${offset} into target offset ${targetOffset}`);
+      assert.ok(Buffer.from(target.buffer, 0, targetOffset).equals(before.subarray(0, targetOffset)), `${length} B: bytes before the range changed`);
+      assert.ok(Buffer.from(target.buffer, targetOffset + length).equals(before.subarray(targetOffset + length)), `${length} B: bytes after the range changed`);
+    }
+    // A view into the middle of a larger ArrayBuffer (byteOffset != 0), and a Node Buffer.
+    const backing = new ArrayBuffer(3 << 20);
+    const view = new Uint8Array(backing, 1 << 20, 1 << 20);
+    await c.readInto!(0, 5 << 20, view, 0, 1 << 20, s.rkey);
+    assert.ok(Buffer.from(backing, 1 << 20, 1 << 20).equals(s.mapping.buffer.subarray(5 << 20, 6 << 20)));
+    assert.ok(Buffer.from(backing, 0, 1 << 20).equals(Buffer.alloc(1 << 20)) && Buffer.from(backing, 2 << 20).equals(Buffer.alloc(1 << 20)));
+    const small = Buffer.alloc(16);
+    await c.readInto!(0, 100, small, 8, 8, s.rkey);
+    assert.ok(small.subarray(8).equals(s.mapping.buffer.subarray(100, 108)) && small.subarray(0, 8).equals(Buffer.alloc(8)));
+    await c.readInto!(0, size, small, 16, 0, s.rkey); // empty, at both ends
+    await c.readInto!(0, 0, new Uint8Array(0), 0, 0, s.rkey); // empty, into an empty target
+    assert.equal(s.server.stats().reads, lengths.length + 4);
+    c.close();
+  } finally {
+    s.close();
+  }
+});
+
+test('readInto: a target range outside the target throws DPMS_OUT_OF_BOUNDS synchronously, bad types DPMS_INVALID_ARGUMENT; the connection stays usable', async () => {
+  const s = startServer();
+  try {
+    const c = await s.connect();
+    const target = new Uint8Array(100);
+    assertCode(() => c.readInto!(0, 0, target, 0, 101, s.rkey), 'DPMS_OUT_OF_BOUNDS');
+    assertCode(() => c.readInto!(0, 0, target, 50, 51, s.rkey), 'DPMS_OUT_OF_BOUNDS');
+    assertCode(() => c.readInto!(0, 0, target, 101, 0, s.rkey), 'DPMS_OUT_OF_BOUNDS');
+    assertCode(() => c.readInto!(0, 0, target, 2 ** 52, 8, s.rkey), 'DPMS_OUT_OF_BOUNDS');
+    assertCode(() => c.readInto!(0, 0, target, -1, 8, s.rkey), 'DPMS_INVALID_ARGUMENT');
+    assertCode(() => c.readInto!(0, 0, target, 0.5, 8, s.rkey), 'DPMS_INVALID_ARGUMENT');
+    assertCode(() => c.readInto!(0, 0, target, 0, (16 << 20) + 1, s.rkey), 'DPMS_INVALID_ARGUMENT');
+    assertCode(() => c.readInto!(0, 0, new Uint16Array(50) as unknown as Uint8Array, 0, 8, s.rkey), 'DPMS_INVALID_ARGUMENT');
+    assertCode(() => c.readInto!(0, 0, [1, 2, 3] as unknown as Uint8Array, 0, 1, s.rkey), 'DPMS_INVALID_ARGUMENT');
+    assertCode(() => c.readInto!(0, 0, new ArrayBuffer(8) as unknown as Uint8Array, 0, 1, s.rkey), 'DPMS_INVALID_ARGUMENT');
+    assert.equal(s.server.stats().reads, 0, 'a refused readInto was sent');
+    assert.ok(target.every((byte) => byte === 0), 'a refused readInto wrote into the target');
+    s.mapping.buffer.fill(0x3c, 0, 100);
+    await c.readInto!(0, 0, target, 0, 100, s.rkey);
+    assert.ok(target.every((byte) => byte === 0x3c));
+    c.close();
+  } finally {
+    s.close();
+  }
+});
+
+// A synchronous full GC (helpers.ts already set --expose-gc).
+const gcNow = vm.runInNewContext('gc') as () => void;
+
+test('readInto: targets nobody else references survive GC while in flight; many in flight, each lands in its own target', async () => {
+  const random = new Random(testSeed('tcp readInto in flight'));
+  const s = startServer();
+  try {
+    s.mapping.buffer.set(random.bytes(1 << 20), 0);
+    for (let i = 1; i < 16; i++) s.mapping.buffer.copyWithin(i << 20, 0, 1 << 20);
+    for (let i = 0; i < 16; i++) s.mapping.buffer.writeUInt32LE(0x1000 + i, i << 20); // each MiB differs
+    const c = await s.connect();
+    for (let round = 0; round < 3; round++) {
+      // Only weak references on this side: the connection's reference must keep each target alive.
+      const weak: Array<WeakRef<Uint8Array>> = [];
+      const done: Array<Promise<void>> = [];
+      for (let i = 0; i < 48; i++) {
+        const target = new Uint8Array((1 << 20) + 64);
+        weak.push(new WeakRef(target));
+        done.push(c.readInto!(0, (i % 16) << 20, target, 32, 1 << 20, s.rkey));
+      }
+      gcNow(); // nothing has been received yet: no promise can have settled
+      assert.ok(weak.every((ref) => ref.deref() !== undefined), 'a target in flight was collected');
+      // Turns of the loop with GCs in between, while the payloads arrive.
+      const settled = Promise.all(done);
+      let finished = false;
+      void settled.then(() => (finished = true), () => (finished = true));
+      while (!finished) {
+        gcNow();
+        for (let j = 0; j < 4; j++) Buffer.alloc(1 << 20); // garbage of the same size class
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await settled;
+      // Those still reachable show their own data, and their edges are untouched.
+      for (let i = 0; i < weak.length; i++) {
+        const target = weak[i].deref();
+        if (target === undefined) continue;
+        assert.ok(Buffer.from(target.buffer, 32, 1 << 20).equals(s.mapping.buffer.subarray((i % 16) << 20, ((i % 16) + 1) << 20)), `target ${i}`);
+        assert.ok(target.subarray(0, 32).every((b) => b === 0) && target.subarray(32 + (1 << 20)).every((b) => b === 0), `target ${i}: edges changed`);
+      }
+    }
+    // Mixed with plain reads and small readIntos into one shared target, all in flight at once.
+    const shared = new Uint8Array(600 * 512);
+    const mixed: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 600; i++) {
+      mixed.push(i % 2 === 0 ? c.readInto!(0, i * 4096, shared, i * 512, 512, s.rkey) : c.read(0, i * 4096, 512, s.rkey));
+    }
+    const results = await Promise.all(mixed);
+    for (let i = 0; i < 600; i++) {
+      const expected = s.mapping.buffer.subarray(i * 4096, i * 4096 + 512);
+      if (i % 2 === 0) assert.ok(Buffer.from(shared.buffer, i * 512, 512).equals(expected), `readInto ${i}`);
+      else assert.ok((results[i] as Buffer).equals(expected), `read ${i}`);
+    }
+    c.close();
+  } finally {
+    s.close();
+  }
+});
+
+test('readInto: a target detached while the READ is in flight rejects DPMS_OUT_OF_BOUNDS, the data is dropped, the connection stays usable', async () => {
+  const s = startServer();
+  try {
+    s.mapping.buffer.fill(0x77, 0, 8 << 20);
+    const c = await s.connect();
+    const reasons: string[] = [];
+    c.onClose((reason) => reasons.push(reason));
+    for (const length of [100, 1 << 20, 8 << 20]) {
+      // Detached before the response arrives.
+      const target = new Uint8Array(new ArrayBuffer(length));
+      const before = c.read(0, 0, 8, s.rkey);
+      const lost = c.readInto!(0, 0, target, 0, length, s.rkey);
+      const after = c.read(0, 0, 8, s.rkey);
+      const moved = structuredClone(target.buffer, { transfer: [target.buffer] });
+      assert.equal(target.length, 0);
+      await rejectsWith(lost, 'DPMS_OUT_OF_BOUNDS');
+      assert.equal((await before).length, 8);
+      assert.ok((await after).equals(Buffer.alloc(8, 0x77)), 'the next response was read from the wrong place');
+      assert.ok(new Uint8Array(moved).every((b) => b === 0), 'the READ wrote into the memory after it moved');
+    }
+    // Detached part-way through a large READ (or after it completed; either way no crash, no hang).
+    for (let i = 0; i < 5; i++) {
+      const target = new Uint8Array(new ArrayBuffer(16 << 20));
+      const big = c.readInto!(0, 0, target, 0, 16 << 20, s.rkey).then(() => 'done', (e: NodeJS.ErrnoException) => e.code ?? String(e));
+      for (let j = 0; j <= i; j++) await new Promise((resolve) => setImmediate(resolve));
+      structuredClone(target.buffer, { transfer: [target.buffer] });
+      assert.ok(['done', 'DPMS_OUT_OF_BOUNDS'].includes(await big));
+      assert.ok((await c.read(0, 0, 8, s.rkey)).equals(Buffer.alloc(8, 0x77)));
+    }
+    assert.deepEqual(reasons, []);
+    c.close();
+  } finally {
+    s.close();
+  }
+});
+
+test('readInto: a remote access error rejects DPMS_REMOTE_ACCESS and breaks the connection; pending readIntos reject DPMS_DISCONNECTED', async () => {
+  const s = startServer();
+  try {
+    const c = await s.connect();
+    const reasons: string[] = [];
+    c.onClose((reason) => reasons.push(reason));
+    const target = new Uint8Array(4 << 20);
+    const before = c.readInto!(0, 0, target, 0, 1 << 20, s.rkey);
+    const bad = c.readInto!(0, (16 << 20) - 4, target, 0, 8, s.rkey);
+    const later = Array.from({ length: 8 }, (_, i) => c.readInto!(0, 0, target, i * 8, 8, s.rkey));
+    await before;
+    await rejectsWith(bad, 'DPMS_REMOTE_ACCESS');
+    for (const op of later) await rejectsWith(op, 'DPMS_DISCONNECTED');
+    await rejectsWith(c.readInto!(0, 0, target, 0, 8, s.rkey), 'DPMS_DISCONNECTED');
+    assert.equal(reasons.length, 1);
+    // Pending readIntos, some mid-payload, when the client closes.
+    const d = await s.connect();
+    const pending = Array.from({ length: 16 }, (_, i) => d.readInto!(0, 0, new Uint8Array(1 << 20), 0, 1 << 20, s.rkey).then(() => `ok ${i}`, (e: NodeJS.ErrnoException) => e.code ?? String(e)));
+    await new Promise((resolve) => setImmediate(resolve));
+    d.close();
+    for (const outcome of await Promise.all(pending)) assert.ok(outcome.startsWith('ok') || outcome === 'DPMS_DISCONNECTED', outcome);
   } finally {
     s.close();
   }

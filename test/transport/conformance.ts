@@ -1,10 +1,11 @@
 // The transport conformance suite: one set of cases that every provider of pdsm/transport must pass
 // (the model is abstract-level's exported suite: one factory, many implementations). Each provider's
 // test file calls conformance(provider, options); the cases create pools, serve them with serve(),
-// connect with connect(), and check integrity, ordering, atomics (also across processes), the local
-// and the remote checks, authentication, dropped connections (never a hang), two-sided messages,
-// write-with-immediate and remote persistence. Options set the node's address (127.0.0.1 on the
-// host, 10.200.0.1 inside the soft-RoCE VM) and a lighter scale for slow machines.
+// connect with connect(), and check integrity, ordering, reads into the caller's buffers (readInto),
+// atomics (also across processes), the local and the remote checks, authentication, dropped
+// connections (never a hang), two-sided messages, write-with-immediate and remote persistence.
+// Options set the node's address (127.0.0.1 on the host, 10.200.0.1 inside the soft-RoCE VM) and a
+// lighter scale for slow machines.
 
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
@@ -166,6 +167,76 @@ export function conformance(provider: ProviderName, options: ConformanceOptions 
       });
     }));
 
+    test('readInto lands the bytes in target[targetOffset, +length), 1 B to 4 MiB, and nothing else of the target changes; many in flight', { timeout: testTimeout }, () => withNode({}, async (node) => {
+      const random = new Random(testSeed(`transport ${provider} readInto`));
+      const connection = await node.connect();
+      const served = node.mappings[0].buffer;
+      served.set(random.bytes(MiB), 0);
+      for (let i = 1; i < BIG / MiB; i++) served.copyWithin(i * MiB, 0, MiB);
+      for (let i = 0; i < 4096; i++) served.writeUInt32LE(random.int(2 ** 32), random.int(BIG - 3)); // no two MiBs alike
+      for (const size of [1, 7, 4 * KiB, 64 * KiB, MiB, 4 * MiB]) {
+        const offset = random.int(BIG - size + 1);
+        const targetOffset = 1 + random.int(8 * KiB);
+        const target = random.bytes(targetOffset + size + 1 + random.int(8 * KiB));
+        const before = Buffer.from(target);
+        assert.equal(await connection.readInto(0, offset, target, targetOffset, size), undefined);
+        assert.ok(target.subarray(targetOffset, targetOffset + size).equals(served.subarray(offset, offset + size)), `${size} B at ${offset} into ${targetOffset}`);
+        assert.ok(target.subarray(0, targetOffset).equals(before.subarray(0, targetOffset)), `${size} B: target bytes before the range changed`);
+        assert.ok(target.subarray(targetOffset + size).equals(before.subarray(targetOffset + size)), `${size} B: target bytes after the range changed`);
+      }
+      // Defaults: the whole target, or the rest of it after targetOffset; region 1 too.
+      const whole = new Uint8Array(3000);
+      await connection.readInto(0, 5000, whole);
+      assert.ok(Buffer.from(whole).equals(served.subarray(5000, 8000)));
+      const rest = new Uint8Array(100).fill(0xee);
+      node.mappings[1].buffer.fill(0x42, SMALL - 60);
+      await connection.readInto(1, SMALL - 60, rest, 40);
+      assert.ok(rest.subarray(0, 40).every((b) => b === 0xee) && rest.subarray(40).every((b) => b === 0x42));
+      await connection.readInto(1, SMALL, rest, 100, 0); // empty, at both ends
+      // Out-of-range targets: refused here, nothing sent, the connection stays usable.
+      const readsBefore = node.server.stats().reads;
+      const small = new Uint8Array(64);
+      const asAny = <T>(value: unknown): T => value as T;
+      const refusals: Array<[string, () => Promise<void>, DpmsErrorCode]> = [
+        ['a range past the target\'s end', () => connection.readInto(0, 0, small, 0, 65), 'DPMS_OUT_OF_BOUNDS'],
+        ['a range across the target\'s end', () => connection.readInto(0, 0, small, 60, 8), 'DPMS_OUT_OF_BOUNDS'],
+        ['a targetOffset past the end', () => connection.readInto(0, 0, small, 65), 'DPMS_OUT_OF_BOUNDS'],
+        ['a negative targetOffset', () => connection.readInto(0, 0, small, -1, 8), 'DPMS_OUT_OF_BOUNDS'],
+        ['a fractional targetOffset', () => connection.readInto(0, 0, small, 0.5, 8), 'DPMS_OUT_OF_BOUNDS'],
+        ['a target that is not bytes', () => connection.readInto(0, 0, asAny<Uint8Array>([0, 0, 0])), 'DPMS_INVALID_ARGUMENT'],
+        ['a string targetOffset', () => connection.readInto(0, 0, small, asAny<number>('1'), 8), 'DPMS_INVALID_ARGUMENT'],
+        ['a region range past the region', () => connection.readInto(1, SMALL - 8, small, 0, 16), 'DPMS_OUT_OF_BOUNDS'],
+      ];
+      for (const [what, operation, expected] of refusals) {
+        let promise: Promise<void>;
+        assert.doesNotThrow(() => {
+          promise = operation();
+        }, `${what}: threw instead of rejecting`);
+        await assert.rejects(promise!, code(expected), what);
+        assert.equal(connection.isOpen, true, `${what} broke the connection`);
+      }
+      assert.ok(small.every((b) => b === 0), 'a refused readInto wrote into its target');
+      if (countsOneSided) assert.equal(node.server.stats().reads, readsBefore, 'a refused readInto was sent');
+      // Many in flight: 1-MiB reads into a ring of targets, small ones into slices of one shared target.
+      const ring = Array.from({ length: 16 }, () => new Uint8Array(MiB + 16));
+      const count = light ? 32 : 96;
+      const sliceBytes = 3000;
+      const shared = new Uint8Array(count * sliceBytes);
+      const posted: Array<Promise<void>> = [];
+      for (let i = 0; i < count; i++) {
+        if (i < ring.length) posted.push(connection.readInto(0, i * MiB, ring[i], 8, MiB));
+        posted.push(connection.readInto(0, i * 7919, shared, i * sliceBytes, sliceBytes));
+      }
+      await within(Promise.all(posted), settleMs, `${posted.length} readIntos`);
+      ring.forEach((target, i) => {
+        assert.ok(Buffer.from(target.buffer, 8, MiB).equals(served.subarray(i * MiB, (i + 1) * MiB)), `ring slot ${i}`);
+        assert.ok(target.subarray(0, 8).every((b) => b === 0) && target.subarray(8 + MiB).every((b) => b === 0), `ring slot ${i}: edges changed`);
+      });
+      for (let i = 0; i < count; i++) {
+        assert.ok(Buffer.from(shared.buffer, i * sliceBytes, sliceBytes).equals(served.subarray(i * 7919, i * 7919 + sliceBytes)), `slice ${i}`);
+      }
+    }));
+
     test('operations take effect at the node in the order they were posted', { timeout: testTimeout }, () => withNode({}, async (node) => {
       const connection = await node.connect();
       const at = 12_288;
@@ -303,6 +374,8 @@ export function conformance(provider: ProviderName, options: ConformanceOptions 
       const key = (connection: Connection, region: number): number => connection.regions[region].rkey;
       const cases: Array<[string, (connection: Connection) => Promise<unknown>]> = [
         ['read with a wrong key', (c) => c.unchecked.read(0, 0, 8, wrongKey(c))],
+        ['readInto with a wrong key', (c) => c.unchecked.readInto(0, 0, Buffer.alloc(8), 0, 8, wrongKey(c))],
+        ['readInto across the end', (c) => c.unchecked.readInto(1, SMALL - 4, Buffer.alloc(8), 0, 8, key(c, 1))],
         ['read of region 0 with region 1\'s key', (c) => c.unchecked.read(0, 0, 8, key(c, 1))],
         ['write with a wrong key', (c) => c.unchecked.write(0, 0, Buffer.alloc(64, 0xee), wrongKey(c))],
         ['writeWithImmediate with a wrong key', (c) => c.unchecked.writeWithImmediate(0, 0, Buffer.alloc(64, 0xee), 5, wrongKey(c))],
@@ -402,7 +475,7 @@ export function conformance(provider: ProviderName, options: ConformanceOptions 
       const pending = [outcome(call)];
       for (let i = 0; i < (light ? 16 : 64); i++) {
         pending.push(outcome(connection.read(0, (i % 16) * 256 * KiB, 256 * KiB)), outcome(connection.write(0, (i % 16) * 256 * KiB, Buffer.alloc(64 * KiB, i))),
-          outcome(connection.fetchAndAdd(1, 0, 1n)));
+          outcome(connection.fetchAndAdd(1, 0, 1n)), outcome(connection.readInto(0, (i % 16) * 256 * KiB, new Uint8Array(256 * KiB))));
       }
       node.server.disconnect(held!);
       await assert.rejects(within(call, settleMs, 'the held call'), code('DPMS_DISCONNECTED'));
@@ -441,7 +514,11 @@ export function conformance(provider: ProviderName, options: ConformanceOptions 
       connection.onClose((reason) => closes.push(reason));
       const call = connection.call(Buffer.from('hold'));
       const pending = [outcome(call)];
-      for (let i = 0; i < 32; i++) pending.push(outcome(connection.read(0, i * 64 * KiB, 64 * KiB)), outcome(connection.fetchAndAdd(0, 0, 1n)));
+      const target = new Uint8Array(32 * 256 * KiB);
+      for (let i = 0; i < 32; i++) {
+        pending.push(outcome(connection.read(0, i * 64 * KiB, 64 * KiB)), outcome(connection.fetchAndAdd(0, 0, 1n)),
+          outcome(connection.readInto(0, i * 256 * KiB, target, i * 256 * KiB, 256 * KiB)));
+      }
       connection.close();
       connection.close();
       await assert.rejects(within(call, settleMs, 'a pending call'), code('DPMS_DISCONNECTED'));
