@@ -23,7 +23,7 @@ export function registerBenchCommands(yargs: Argv): Argv {
     .option('size', { type: 'string', default: '256M', describe: 'pdsm: pool size' })
     .option('provider', { type: 'string', default: 'tcp,local,verbs', describe: 'transport: providers to measure, comma-separated' })
     .option('host', { type: 'string', default: '127.0.0.1', describe: 'transport: the address the node listens on (verbs: an RDMA device\'s IP)' })
-    .option('iterations', { type: 'number', default: 20_000, describe: 'transport: operations per small-operation row (1-MiB rows do 1/50)' })
+    .option('iterations', { type: 'number', default: 20_000, describe: 'transport: operations per small-operation row (1-MiB rows do 1/10)' })
     .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
   (argv) => run(() => (argv.target === 'transport'
     ? benchTransport({ providers: parseProviders(argv.provider), host: argv.host, iterations: argv.iterations, dir: argv.dir, json: argv.json })
