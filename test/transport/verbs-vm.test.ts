@@ -1,6 +1,7 @@
 // The 'verbs' provider in npm test: on this host (no RDMA device) it must fail with typed errors instead
 // of crashing, and inside the soft-RoCE VM (scripts/rxe-vm.sh) its own suite
-// (test/native/verbs.vmtest.ts) must pass against a real verbs device. The guest's TAP output is
+// (test/native/verbs.vmtest.ts) and the shared transport conformance suite
+// (test/transport/verbs.conformance.ts) must pass against a real verbs device. The guest's TAP output is
 // streamed with a "[vm] " prefix, so that its lines are never read as this file's own test results.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -42,9 +43,10 @@ test('verbs arguments are checked before the device: DPMS_INVALID_ARGUMENT', () 
 
 test('the verbs suite passes inside the soft-RoCE VM', { timeout: 12 * 60 * 1000 }, async () => {
   const script = path.join(root, 'scripts', 'rxe-vm.sh');
-  const suite = path.join('dist', 'test', 'native', 'verbs.vmtest.js');
-  assert.ok(fs.existsSync(path.join(root, suite)), `${suite} is built`);
-  const child = spawn(script, ['--timeout', '600', '--', 'node', '--test', '--test-reporter=tap', suite], {
+  // The provider's own suite, then the conformance suite every provider passes (test/transport/conformance.ts).
+  const suites = [path.join('dist', 'test', 'native', 'verbs.vmtest.js'), path.join('dist', 'test', 'transport', 'verbs.conformance.js')];
+  for (const suite of suites) assert.ok(fs.existsSync(path.join(root, suite)), `${suite} is built`);
+  const child = spawn(script, ['--timeout', '600', '--', 'node', '--test', '--test-concurrency=1', '--test-reporter=tap', ...suites], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
