@@ -115,7 +115,8 @@ async function benchProvider(provider: ProviderName, host: string, poolPath: str
   }
   let connection: Connection | undefined;
   try {
-    connection = await connect({ provider, host, port: server.port, secret, localRegionPaths: provider === 'local' ? [poolPath] : undefined });
+    // verbs registers the pool per connection: slow under the soft-RoCE VM's CPU emulation.
+    connection = await connect({ provider, host, port: server.port, secret, timeoutMs: 60_000, localRegionPaths: provider === 'local' ? [poolPath] : undefined });
     return { available: true, rows: await benchConnection(connection, iterations, bulkIterations) };
   } catch (error) {
     if (isDpmsError(error) && connection === undefined) return { available: false, reason: `${error.code}: ${error.message}` };
