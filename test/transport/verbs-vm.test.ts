@@ -46,7 +46,10 @@ test('the verbs suite passes inside the soft-RoCE VM', { timeout: 12 * 60 * 1000
   // The provider's own suite, then the conformance suite every provider passes (test/transport/conformance.ts).
   const suites = [path.join('dist', 'test', 'native', 'verbs.vmtest.js'), path.join('dist', 'test', 'transport', 'verbs.conformance.js')];
   for (const suite of suites) assert.ok(fs.existsSync(path.join(root, suite)), `${suite} is built`);
-  const child = spawn(script, ['--timeout', '600', '--', 'node', '--test', '--test-concurrency=1', '--test-reporter=tap', ...suites], {
+  // --test-force-exit: about one guest run in five keeps a verbs server's rdma_cm poll handle
+  // referenced after every test passed (a known leak, see the closing note of issue 3); without it
+  // the guest would idle until the VM's timeout.
+  const child = spawn(script, ['--timeout', '600', '--', 'node', '--test', '--test-force-exit', '--test-concurrency=1', '--test-reporter=tap', ...suites], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
