@@ -27,13 +27,16 @@ const host = process.env.RXE_VM_ADDR ?? '10.200.0.1';
 const secret = Buffer.from('verbs-vmtest-cluster-secret-0123456789');
 const poolBytes = 16 * 1024 * 1024;
 const counterOffset = 4096;
+// Under qemu's software CPU (and a busy host) a first connect with its per-connection MR registration
+// can take seconds: give it time, so that only a real failure fails the suite.
+const VM_CONNECT_MS = 30_000;
 
 // ---- Child mode: one client process adding to the shared counter (fork of this same file) ----
 if (process.env.DPMS_VERBS_CHILD === '1') {
   void (async () => {
     const port = Number(process.env.DPMS_VERBS_PORT);
     const adds = Number(process.env.DPMS_VERBS_ADDS);
-    const connection = await connect('verbs', { host, port, secret });
+    const connection = await connect('verbs', { host, port, secret, timeoutMs: VM_CONNECT_MS });
     const rkey = connection.regions[0].rkey;
     // Half awaited one at a time, half in flight together: both paths must count exactly.
     for (let i = 0; i < adds / 2; i++) await connection.fetchAndAdd(0, counterOffset, 1n, rkey);
@@ -132,7 +135,7 @@ function suite(): void {
 
     before(async () => {
       served = servePool('/dev/shm/dpms-verbs-main.pool');
-      connection = await connect('verbs', { host, port: served.server.port, secret });
+      connection = await connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS });
       rkey = connection.regions[0].rkey;
     });
     after(() => {
@@ -270,7 +273,7 @@ function suite(): void {
     test('a wrong rkey rejects with DPMS_REMOTE_ACCESS, then everything with DPMS_DISCONNECTED', async () => {
       const served = servePool('/dev/shm/dpms-verbs-rkey.pool');
       try {
-        const connection = await connect('verbs', { host, port: served.server.port, secret });
+        const connection = await connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS });
         const closed = new Promise<string>((resolve) => connection.onClose(resolve));
         const rkey = connection.regions[0].rkey;
         const good = connection.read(0, 0, 8, rkey);
@@ -299,7 +302,7 @@ function suite(): void {
           (c: TransportConnection, k: number) => c.read(5, 0, 8, k),
           (c: TransportConnection, k: number) => c.persist(0, poolBytes - 8, 16, k),
         ]) {
-          const connection = await connect('verbs', { host, port: served.server.port, secret });
+          const connection = await connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS });
           const rkey = connection.regions[0].rkey;
           await rejectsWith(attempt(connection, rkey), 'DPMS_REMOTE_ACCESS');
           await rejectsWith(connection.read(0, 0, 8, rkey), 'DPMS_DISCONNECTED');
@@ -313,7 +316,7 @@ function suite(): void {
     test('a wrong secret is DPMS_AUTH and counts as an auth failure; no open event', async () => {
       const served = servePool('/dev/shm/dpms-verbs-auth.pool');
       try {
-        await rejectsWith(connect('verbs', { host, port: served.server.port, secret: Buffer.alloc(32, 1) }), 'DPMS_AUTH');
+        await rejectsWith(connect('verbs', { host, port: served.server.port, secret: Buffer.alloc(32, 1), timeoutMs: VM_CONNECT_MS }), 'DPMS_AUTH');
         await waitFor(() => served.server.stats().authFailures === 1, 'the auth failure count');
         assert.equal(served.events.filter((event) => event.type === 'open').length, 0);
         assert.equal(served.server.stats().connectionsOpen, 0);
@@ -328,13 +331,13 @@ function suite(): void {
       const port = served.server.port;
       served.server.close();
       served.pool.close();
-      await rejectsWith(connect('verbs', { host, port, secret }), 'DPMS_UNREACHABLE');
+      await rejectsWith(connect('verbs', { host, port, secret, timeoutMs: VM_CONNECT_MS }), 'DPMS_UNREACHABLE');
     });
 
     test('a server that disconnects mid-flight rejects every pending operation', async () => {
       const served = servePool('/dev/shm/dpms-verbs-drop.pool');
       try {
-        const connection = await connect('verbs', { host, port: served.server.port, secret });
+        const connection = await connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS });
         const closed = new Promise<string>((resolve) => connection.onClose(resolve));
         const rkey = connection.regions[0].rkey;
         const pending = Array.from({ length: 64 }, (_, i) => connection.read(0, i * 65536, 1024 * 1024, rkey));
@@ -357,7 +360,7 @@ function suite(): void {
 
     test('server.close() ends every connection once, unpins the regions and is idempotent', async () => {
       const served = servePool('/dev/shm/dpms-verbs-close.pool');
-      const connections = await Promise.all([0, 1].map(() => connect('verbs', { host, port: served.server.port, secret })));
+      const connections = await Promise.all([0, 1].map(() => connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS })));
       const closes = connections.map((connection) => new Promise<string>((resolve) => connection.onClose(resolve)));
       throwsWith(() => served.pool.close(), 'DPMS_BUSY');
       served.server.close();
@@ -372,7 +375,7 @@ function suite(): void {
     test('client close() rejects pending operations and is not an access error on the server', async () => {
       const served = servePool('/dev/shm/dpms-verbs-cclose.pool');
       try {
-        const connection = await connect('verbs', { host, port: served.server.port, secret });
+        const connection = await connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS });
         const pending = connection.read(0, 0, 1024 * 1024, connection.regions[0].rkey);
         connection.close();
         connection.close();
@@ -389,7 +392,7 @@ function suite(): void {
     test('a handshake that does not finish in time is dropped and counted', async () => {
       const served = servePool('/dev/shm/dpms-verbs-slow.pool', undefined, { handshakeTimeoutMs: 1 });
       try {
-        await assert.rejects(connect('verbs', { host, port: served.server.port, secret }));
+        await assert.rejects(connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS }));
         await waitFor(() => served.server.stats().authFailures >= 1, 'the handshake timeout count');
       } finally {
         served.server.close();
@@ -404,7 +407,7 @@ function suite(): void {
       fs.mkdirSync('/dev/shm', { recursive: true });
       const served = servePool(path.join('/dev/shm', 'dpms-verbs-simhost.pool'), [sim]);
       try {
-        const connection = await connect('verbs', { host, port: served.server.port, secret });
+        const connection = await connect('verbs', { host, port: served.server.port, secret, timeoutMs: VM_CONNECT_MS });
         const rkey = connection.regions[0].rkey;
         const data = bytes(4096);
         await connection.write(0, 65536, data, rkey);

@@ -93,7 +93,7 @@ export class TestNode {
       host: this.options.host,
       port: this.server.port,
       secret: this.secret,
-      timeoutMs: 10_000,
+      timeoutMs: 30_000,
       maxMessageBytes: this.options.maxMessageBytes,
       localRegionPaths: this.options.provider === 'local' ? this.paths : undefined,
       ...overrides,
