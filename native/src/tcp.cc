@@ -1,6 +1,6 @@
 // The 'tcp' transport provider: software RDMA over TCP (native/index.ts, "Transport providers").
 //
-//   tcp_wire.h         the frame format (docs/parts/tcp-wire.md)
+//   tcp_wire.h         the frame format (docs/TCP-WIRE.md)
 //   tcp_server_loop.*  the serving thread: epoll, handshake, one-sided operations on the regions
 //   tcp_server.cc      tcpServe and the TransportServer object (events through a ThreadSafeFunction)
 //   tcp_client_core.*  the client on the caller's libuv loop (uv_poll + uv_prepare/uv_check batching)

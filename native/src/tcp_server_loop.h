@@ -2,7 +2,7 @@
 // handshake (auth.h), and executes one-sided operations on the registered regions itself. Two-sided
 // messages, WRITE-with-immediate notifications and connection events leave through `emit` (the JS
 // wrapper in tcp_server.cc forwards them to a ThreadSafeFunction); JS answers through Reply(). The
-// frame format is in tcp_wire.h and docs/parts/tcp-wire.md.
+// frame format is in tcp_wire.h and docs/TCP-WIRE.md.
 #pragma once
 
 #include <atomic>

@@ -1,4 +1,4 @@
-// The tcp provider's wire format (docs/parts/tcp-wire.md has the same tables): fixed little-endian
+// The tcp provider's wire format (docs/TCP-WIRE.md has the same tables): fixed little-endian
 // headers shared by the serving thread (tcp_server_loop.cc) and the client (tcp_client.cc). Requests
 // (client -> server) have a 32-byte header, responses (server -> client) a 16-byte one; each is
 // followed by a payload whose length the header and opcode determine. Everything here is plain data

@@ -1,6 +1,6 @@
 // The 'verbs' transport provider (native/index.ts, "Transport providers"): real RDMA through
 // rdma-core's libibverbs and librdmacm. The server lives in verbs_server.cc, the client in
-// verbs_client.cc, the framing and helpers they share in verbs_common.cc; docs/parts/verbs.md explains
+// verbs_client.cc, the framing and helpers they share in verbs_common.cc; docs/VERBS.md explains
 // how the contract maps onto queue pairs, memory regions and rkeys. On a machine without an RDMA
 // device both entry points fail with DPMS_UNSUPPORTED ("no RDMA device") instead of crashing.
 #include "verbs.h"

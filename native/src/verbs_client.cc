@@ -21,7 +21,7 @@
 // target's memory; with the PM-aware platform configuration (ADR with DDIO off for PM, or eADR) placed
 // means durable. For regions that need the node's CPU (msync pools, the crash simulator) the client
 // SENDs a PERSIST flush request instead: it too executes after the earlier WRITEs, the server runs the
-// region's persist() on the range and answers. docs/parts/verbs.md discusses both.
+// region's persist() on the range and answers. docs/VERBS.md discusses both.
 #include "verbs_client.h"
 
 #include <arpa/inet.h>
