@@ -179,7 +179,7 @@ export class ClusterTransaction {
     }
     lane.generation = generation;
     onDecided();
-    crashPoint('logged');
+    await faultPoint('logged');
     await this.apply(effects);
     await node.connection.writePersist(REGION.pool, base + LANE.appliedGeneration, u64(generation));
   }
@@ -200,8 +200,14 @@ export class ClusterTransaction {
         effects.builder.staging.subarray(0, COMMIT_LINE + effects.builder.recordsBytes));
     }));
     participants.forEach((_, i) => { lanes[i].generation += 1; });
-    crashPoint('prepared');
+    await faultPoint('prepared');
     // 2. the commit point: one CAS on the coordinator's decision word, then persisted.
+    const lost = participants.find((effects) => !effects.node.connection.isOpen);
+    if (lost) {
+      // Nothing decided yet, and the client's sessions are ending: the nodes abort it.
+      this.context.abandon(`lost node ${lost.node.nodeId} before the commit point`);
+      throw new DpmsError('DPMS_TX_ABORTED', `transaction ${this.serial} was aborted: node ${lost.node.nodeId} was lost before the commit point`);
+    }
     const decisionAt = laneOffset(coordinator.node.layout, coordinatorLane.lane) + LANE.decision;
     const committedWord = decisionWord(coordinatorGeneration, Decision.Committed);
     let found: bigint;
@@ -218,10 +224,10 @@ export class ClusterTransaction {
     }
     coordinatorLane.decision = committedWord;
     onDecided();
-    crashPoint('decided');
+    await faultPoint('decided');
     // 3. apply everywhere, void the participants, then the coordinator (confirmed at once).
     await Promise.all(participants.map((effects) => this.apply(effects)));
-    crashPoint('applied');
+    await faultPoint('applied');
     await Promise.all(participants.slice(1).map((effects, i) =>
       effects.node.connection.writePersist(REGION.pool, laneOffset(effects.node.layout, lanes[i + 1].lane) + LANE.appliedGeneration, u64(lanes[i + 1].generation))));
     const head = Buffer.alloc(24);
@@ -309,10 +315,18 @@ export class ClusterTransaction {
 
 /**
  * Fault injection for the kill tests: when DPMS_CRASH_POINT names this point, the process kills
- * itself with SIGKILL right here (no cleanup runs, as in a real crash).
+ * itself with SIGKILL right here (no cleanup runs, as in a real crash); when DPMS_PAUSE_POINT names
+ * it, the commit stops here until the process gets SIGUSR2 (so a test can kill a node meanwhile).
  */
-function crashPoint(name: string): void {
+async function faultPoint(name: string): Promise<void> {
   if (process.env.DPMS_CRASH_POINT === name) process.kill(process.pid, 'SIGKILL');
+  if (process.env.DPMS_PAUSE_POINT === name) {
+    process.stderr.write(`dpms: paused at ${name}\n`);
+    // A signal listener does not keep the event loop alive; the timer does.
+    const keepAlive = setInterval(() => {}, 1000);
+    await new Promise((resolve) => process.once('SIGUSR2', resolve));
+    clearInterval(keepAlive);
+  }
 }
 
 function u64(value: number): Buffer {

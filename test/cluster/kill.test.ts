@@ -83,6 +83,41 @@ describe('distributed transactions under kill -9', () => {
     });
   }
 
+  const nodeCases = [['prepared', 2, false], ['decided', 2, true], ['prepared', 1, false], ['decided', 1, true]] as const;
+  for (const [point, victim, expectCommitted] of nodeCases) {
+    const role = victim === 1 ? 'the coordinator node' : 'a participant node';
+    it(`${role} killed while the client is at '${point}' and restarted: the transaction is ${expectCommitted ? 'committed' : 'aborted'} everywhere`, async () => {
+      const before = await balances(client, accounts);
+      const child = runChild(cluster.configPath, ['once', ...accounts.slice(0, 3).map(String)], { DPMS_PAUSE_POINT: point });
+      let stderr = '';
+      await new Promise<void>((resolve, reject) => {
+        child.stderr!.on('data', (data: Buffer) => {
+          stderr += data.toString();
+          if (stderr.includes(`paused at ${point}`)) resolve();
+        });
+        child.once('exit', () => reject(new Error(`the client exited before pausing: ${stderr}`)));
+      });
+      // Accounts 0, 1, 2 live on nodes 1, 2, 3; node 1, with the lowest id, coordinates.
+      await cluster.kill(victim);
+      await cluster.start(victim);
+      await quiesce(client); // every prepared log is settled: participants asked the coordinator
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGUSR2');
+      const code = await exited;
+      // Aborted by the resolver: the client's CAS at the commit point fails. Decided: the commit stands.
+      assert.equal(code, expectCommitted ? 0 : 1, stderr);
+      if (!expectCommitted) assert.match(stderr, /DPMS_TX_ABORTED/);
+      await quiesce(client);
+      const expected = [...before];
+      if (expectCommitted) {
+        expected[0] -= 2n;
+        expected[1] += 1n;
+        expected[2] += 1n;
+      }
+      assert.deepEqual(await balances(client, accounts), expected);
+    });
+  }
+
   it('random kill -9 of clients and nodes under concurrent transfers: money is conserved, pools check clean', async () => {
     const random = new Random(testSeed('cluster kill'));
     const total = INITIAL * BigInt(accounts.length);
