@@ -6,13 +6,14 @@
 //   secret: "at least 16 characters"      # or secretFile: /etc/dpms/secret
 //   leaseMs: 3000                          # optional: how long a silent client keeps its locks
 //   nodes:
-//     - { id: 1, host: 127.0.0.1, port: 7701, pool: /dev/shm/demo-1.pool, size: 256M, transport: tcp }
+//     - { id: 1, host: 127.0.0.1, port: 7701, pool: /dev/shm/demo-1.pool, size: 256M, transport: tcp, lanes: 32 }
 
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { makeAddress } from '../address';
 import { DpmsError } from '../errors';
+import { LIMITS } from '../layout';
 import { parseSize } from '../units';
 import type { ProviderName } from '../transport';
 
@@ -25,6 +26,8 @@ export interface NodeConfig {
   readonly sizeBytes: number;
   /** How clients reach the node: 'local' (same host: map the pool, messages over tcp), 'tcp' or 'verbs'. */
   readonly transport: ProviderName;
+  /** Log lanes when `dpms node start` formats the pool: each client session takes up to 4 (2 by default). */
+  readonly lanes: number;
 }
 
 export interface ClusterConfig {
@@ -35,6 +38,8 @@ export interface ClusterConfig {
 }
 
 const PROVIDERS: readonly ProviderName[] = ['local', 'tcp', 'verbs'];
+/** 32 lanes: 16 concurrent client sessions with 2 lanes each. */
+const DEFAULT_LANES = 32;
 const MAX_NODES = 4095;
 
 function fail(source: string, field: string, message: string): never {
@@ -97,7 +102,7 @@ function parseNode(entry: unknown, field: string, source: string, baseDir: strin
   if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(source, field, 'must be a mapping with id, host, port, pool, size, transport');
   const node = entry as Record<string, unknown>;
   for (const key of Object.keys(node)) {
-    if (!['id', 'host', 'port', 'pool', 'size', 'transport'].includes(key)) fail(source, `${field}.${key}`, 'unknown field (expected id, host, port, pool, size, transport)');
+    if (!['id', 'host', 'port', 'pool', 'size', 'transport', 'lanes'].includes(key)) fail(source, `${field}.${key}`, 'unknown field (expected id, host, port, pool, size, transport, lanes)');
   }
   const id = node.id;
   if (typeof id !== 'number' || !Number.isInteger(id) || id < 1 || id > MAX_NODES) fail(source, `${field}.id`, `must be an integer from 1 to ${MAX_NODES}`);
@@ -115,7 +120,9 @@ function parseNode(entry: unknown, field: string, source: string, baseDir: strin
   }
   const transport = node.transport ?? 'tcp';
   if (typeof transport !== 'string' || !PROVIDERS.includes(transport as ProviderName)) fail(source, `${field}.transport`, `must be one of ${PROVIDERS.join(', ')}`);
-  return { id, host, port, pool: path.resolve(baseDir, node.pool), sizeBytes, transport: transport as ProviderName };
+  const lanes = node.lanes ?? DEFAULT_LANES;
+  if (typeof lanes !== 'number' || !Number.isInteger(lanes) || lanes < 1 || lanes > LIMITS.maxLaneCount) fail(source, `${field}.lanes`, `must be an integer from 1 to ${LIMITS.maxLaneCount}`);
+  return { id, host, port, pool: path.resolve(baseDir, node.pool), sizeBytes, transport: transport as ProviderName, lanes };
 }
 
 /** Read and validate a configuration file. */

@@ -118,7 +118,7 @@ export class NodeDaemon {
       pm = openPoolFile(node.pool);
     } else {
       pm = createPoolFile(node.pool, node.sizeBytes);
-      PoolNode.format(pm, { nodeId: node.id });
+      PoolNode.format(pm, { nodeId: node.id, laneCount: node.lanes });
     }
     let pool: PoolNode;
     try {

@@ -23,8 +23,9 @@ it('parses a good config, resolving pool paths against the config directory', ()
   assert.equal(config.name, 'c1');
   assert.equal(config.leaseMs, 3000);
   assert.equal(config.secret.toString(), '0123456789abcdef');
-  assert.deepEqual(config.nodes.map((node) => [node.id, node.pool, node.sizeBytes, node.transport]),
-    [[1, '/etc/dpms/a.pool', 64 << 20, 'tcp'], [2, '/pm/b.pool', 1 << 30, 'verbs']]);
+  assert.deepEqual(config.nodes.map((node) => [node.id, node.pool, node.sizeBytes, node.transport, node.lanes]),
+    [[1, '/etc/dpms/a.pool', 64 << 20, 'tcp', 32], [2, '/pm/b.pool', 1 << 30, 'verbs', 32]]);
+  assert.equal(parseClusterConfig(GOOD.replace('transport: tcp', 'transport: tcp, lanes: 64'), 'test', '/').nodes[0].lanes, 64);
 });
 
 it('refuses every kind of mistake with DPMS_CONFIG naming the field', () => {
@@ -43,6 +44,8 @@ it('refuses every kind of mistake with DPMS_CONFIG naming the field', () => {
     [GOOD.replace('transport: verbs', 'transport: carrier-pigeon'), /nodes\[1\]\.transport/],
     [GOOD.replace('pool: /pm/b.pool', 'pool: a.pool'), /used by two nodes/],
     [GOOD.replace('cluster: c1', 'cluster: c1\nleaseMs: 5'), /leaseMs/],
+    [GOOD.replace('transport: tcp', 'transport: tcp, lanes: 0'), /nodes\[0\]\.lanes/],
+    [GOOD.replace('transport: tcp', 'transport: tcp, lanes: 5000'), /nodes\[0\]\.lanes/],
     ['cluster: c1\nsecret: "0123456789abcdef"\nnodes: []', /non-empty/],
   ];
   for (const [text, message] of cases) {
