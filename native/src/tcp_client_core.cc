@@ -759,18 +759,38 @@ void Core::MaybeFlushNow() {
   if (out_.size() - outHead_ >= kFlushNowBytes) Flush();
 }
 
-napi_value Core::Read(uint16_t region, uint64_t offset, uint32_t length, uint32_t rkey) {
-  uint32_t id = 0;
-  napi_value promise = NewOp(w::kRead, length, &id);
-  if (id == 0) return promise;
+namespace {
+
+// The header of a one-sided request: every operation fills the same fields.
+w::Request OneSided(uint8_t opcode, uint32_t id, uint16_t region, uint64_t offset, uint32_t length, uint32_t rkey) {
   w::Request r;
-  r.opcode = w::kRead;
+  r.opcode = opcode;
   r.requestId = id;
   r.offset = offset;
   r.length = length;
   r.rkey = rkey;
   r.region = region;
-  AppendRequest(r, 0);
+  return r;
+}
+
+}  // namespace
+
+void Core::AppendWithData(const w::Request& request, const uint8_t* data, uint32_t length) {
+  if (length >= kSendDirectBytes) {
+    AppendRequest(request, 0);
+    SendLarge(data, length);
+    return;
+  }
+  if (length > 0) std::memcpy(AppendRequest(request, length), data, length);
+  else AppendRequest(request, 0);
+  MaybeFlushNow();
+}
+
+napi_value Core::Read(uint16_t region, uint64_t offset, uint32_t length, uint32_t rkey) {
+  uint32_t id = 0;
+  napi_value promise = NewOp(w::kRead, length, &id);
+  if (id == 0) return promise;
+  AppendRequest(OneSided(w::kRead, id, region, offset, length, rkey), 0);
   MaybeFlushNow();
   return promise;
 }
@@ -789,14 +809,7 @@ napi_value Core::ReadInto(uint16_t region, uint64_t offset, napi_value target, s
   }
   oneSided_.back().target = ref;
   oneSided_.back().targetOffset = targetOffset;
-  w::Request r;
-  r.opcode = w::kRead;
-  r.requestId = id;
-  r.offset = offset;
-  r.length = length;
-  r.rkey = rkey;
-  r.region = region;
-  AppendRequest(r, 0);
+  AppendRequest(OneSided(w::kRead, id, region, offset, length, rkey), 0);
   MaybeFlushNow();
   return promise;
 }
@@ -806,22 +819,9 @@ napi_value Core::Write(uint8_t opcode, uint16_t region, uint64_t offset, const u
   uint32_t id = 0;
   napi_value promise = NewOp(opcode, 0, &id);
   if (id == 0) return promise;
-  w::Request r;
-  r.opcode = opcode;
-  r.requestId = id;
-  r.offset = offset;
-  r.length = length;
-  r.rkey = rkey;
-  r.region = region;
+  w::Request r = OneSided(opcode, id, region, offset, length, rkey);
   r.aux = opcode == w::kWriteImm ? immediate : 0;
-  if (length >= kSendDirectBytes) {
-    AppendRequest(r, 0);
-    SendLarge(data, length);
-  } else {
-    if (length > 0) std::memcpy(AppendRequest(r, length), data, length);
-    else AppendRequest(r, 0);
-    MaybeFlushNow();
-  }
+  AppendWithData(r, data, length);
   return promise;
 }
 
@@ -829,14 +829,7 @@ napi_value Core::CompareAndSwap(uint16_t region, uint64_t offset, uint64_t expec
   uint32_t id = 0;
   napi_value promise = NewOp(w::kCas, 8, &id);
   if (id == 0) return promise;
-  w::Request r;
-  r.opcode = w::kCas;
-  r.requestId = id;
-  r.offset = offset;
-  r.length = 8;
-  r.rkey = rkey;
-  r.region = region;
-  uint8_t* payload = AppendRequest(r, 16);
+  uint8_t* payload = AppendRequest(OneSided(w::kCas, id, region, offset, 8, rkey), 16);
   w::Store64(payload, expected);
   w::Store64(payload + 8, desired);
   MaybeFlushNow();
@@ -847,14 +840,7 @@ napi_value Core::FetchAndAdd(uint16_t region, uint64_t offset, uint64_t delta, u
   uint32_t id = 0;
   napi_value promise = NewOp(w::kFaa, 8, &id);
   if (id == 0) return promise;
-  w::Request r;
-  r.opcode = w::kFaa;
-  r.requestId = id;
-  r.offset = offset;
-  r.length = 8;
-  r.rkey = rkey;
-  r.region = region;
-  w::Store64(AppendRequest(r, 8), delta);
+  w::Store64(AppendRequest(OneSided(w::kFaa, id, region, offset, 8, rkey), 8), delta);
   MaybeFlushNow();
   return promise;
 }
@@ -863,14 +849,8 @@ napi_value Core::Persist(uint16_t region, uint64_t offset, uint64_t length, uint
   uint32_t id = 0;
   napi_value promise = NewOp(w::kPersist, 0, &id);
   if (id == 0) return promise;
-  w::Request r;
-  r.opcode = w::kPersist;
-  r.requestId = id;
-  r.offset = offset;
-  r.length = static_cast<uint32_t>(length);
+  w::Request r = OneSided(w::kPersist, id, region, offset, static_cast<uint32_t>(length), rkey);
   r.aux = static_cast<uint32_t>(length >> 32);
-  r.rkey = rkey;
-  r.region = region;
   AppendRequest(r, 0);
   MaybeFlushNow();
   return promise;
@@ -880,18 +860,7 @@ napi_value Core::Call(const uint8_t* payload, uint32_t length) {
   uint32_t id = 0;
   napi_value promise = NewOp(w::kMessage, 0, &id);
   if (id == 0) return promise;
-  w::Request r;
-  r.opcode = w::kMessage;
-  r.requestId = id;
-  r.length = length;
-  if (length >= kSendDirectBytes) {
-    AppendRequest(r, 0);
-    SendLarge(payload, length);
-  } else {
-    if (length > 0) std::memcpy(AppendRequest(r, length), payload, length);
-    else AppendRequest(r, 0);
-    MaybeFlushNow();
-  }
+  AppendWithData(OneSided(w::kMessage, id, 0, 0, length, 0), payload, length);
   return promise;
 }
 

@@ -155,6 +155,9 @@ class Core {
   void SendLarge(const uint8_t* data, size_t length);
   void MaybeFlushNow();
   uint8_t* AppendRequest(const tcpwire::Request& request, size_t payloadBytes);
+  // A request followed by `length` bytes of data: copied into the output buffer, or sent straight from
+  // `data` when large (SendLarge).
+  void AppendWithData(const tcpwire::Request& request, const uint8_t* data, uint32_t length);
 
   // Operations.
   // A pending operation and its promise; *requestId stays 0 (and the promise is already rejected)
