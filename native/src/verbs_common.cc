@@ -28,24 +28,34 @@ uint8_t* AllocateAligned(size_t bytes) {
   return static_cast<uint8_t*>(memory);
 }
 
+// Allocate `bytes` (page-aligned, zeroed) and register them with `pd`. On failure nothing stays
+// allocated, *base and *mr are null, and errno says why.
+bool AllocateRegistered(ibv_pd* pd, size_t bytes, int access, uint8_t** base, ibv_mr** mr) {
+  *mr = nullptr;
+  *base = AllocateAligned(bytes);
+  if (*base == nullptr) {
+    errno = ENOMEM;
+    return false;
+  }
+  *mr = ibv_reg_mr(pd, *base, bytes, access);
+  if (*mr == nullptr) {
+    const int saved = errno;
+    std::free(*base);
+    *base = nullptr;
+    errno = saved;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool StagingRing::init(ibv_pd* pd, size_t capacity, int access) {
   reset();
   capacity_ = AlignUp(capacity);
-  base_ = AllocateAligned(capacity_);
-  if (base_ == nullptr) {
-    errno = ENOMEM;
-    return false;
-  }
-  mr_ = ibv_reg_mr(pd, base_, capacity_, access);
-  if (mr_ == nullptr) {
-    const int saved = errno;
-    reset();
-    errno = saved;
-    return false;
-  }
-  return true;
+  if (AllocateRegistered(pd, capacity_, access, &base_, &mr_)) return true;
+  capacity_ = 0;
+  return false;
 }
 
 void StagingRing::reset() {
@@ -92,19 +102,9 @@ bool ReceiveBuffers::init(ibv_pd* pd, size_t count, size_t bytes) {
   reset();
   count_ = count;
   bytes_ = AlignUp(bytes);
-  base_ = AllocateAligned(count_ * bytes_);
-  if (base_ == nullptr) {
-    errno = ENOMEM;
-    return false;
-  }
-  mr_ = ibv_reg_mr(pd, base_, count_ * bytes_, IBV_ACCESS_LOCAL_WRITE);
-  if (mr_ == nullptr) {
-    const int saved = errno;
-    reset();
-    errno = saved;
-    return false;
-  }
-  return true;
+  if (AllocateRegistered(pd, count_ * bytes_, IBV_ACCESS_LOCAL_WRITE, &base_, &mr_)) return true;
+  count_ = bytes_ = 0;
+  return false;
 }
 
 void ReceiveBuffers::reset() {
