@@ -25,6 +25,21 @@ export interface OpenOptions {
   readonly allowInDoubt?: boolean;
 }
 
+/**
+ * Throw DPMS_INVALID_ADDRESS unless [offset, offset+length) lies inside the root area or the heap: the
+ * only places that transactions and the raw API may touch (metadata changes only through the allocator).
+ * Shared by the embedded engine and the cluster client.
+ */
+export function checkDataRange(layout: Layout, offset: number, length: number, describe: () => string): void {
+  const end = offset + length;
+  const inRoot = offset >= layout.rootOffset && end <= layout.rootOffset + ROOT_BYTES;
+  const inHeap = offset >= layout.heapOffset && end <= heapEnd(layout);
+  if (!Number.isSafeInteger(length) || length < 0 || !(inRoot || inHeap)) {
+    throw new DpmsError('DPMS_INVALID_ADDRESS',
+      `${describe()} is outside its root area and heap [0x${layout.heapOffset.toString(16)}, 0x${heapEnd(layout).toString(16)})`);
+  }
+}
+
 export class PoolNode {
   private constructor(
     readonly pm: PmOps,
@@ -76,14 +91,7 @@ export class PoolNode {
    * that transactions and the raw API may touch (metadata changes only through the allocator).
    */
   checkDataRange(offset: number, length: number): void {
-    const layout = this.layout;
-    const end = offset + length;
-    const inRoot = offset >= layout.rootOffset && end <= layout.rootOffset + ROOT_BYTES;
-    const inHeap = offset >= layout.heapOffset && end <= heapEnd(layout);
-    if (!Number.isSafeInteger(length) || length < 0 || !(inRoot || inHeap)) {
-      throw new DpmsError('DPMS_INVALID_ADDRESS',
-        `[0x${offset.toString(16)}, +${length}) on node ${this.nodeId} is outside its root area and heap [0x${layout.heapOffset.toString(16)}, 0x${heapEnd(layout).toString(16)})`);
-    }
+    checkDataRange(this.layout, offset, length, () => `[0x${offset.toString(16)}, +${length}) on node ${this.nodeId}`);
   }
 
   /** Throw if an earlier commit failed part-way: the pool must be reopened (recovered) first. */

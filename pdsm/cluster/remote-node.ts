@@ -5,7 +5,8 @@
 import type { GlobalAddress } from '../address';
 import { decodeChunkHeaderAt, type ChunkHeader } from '../allocator';
 import { DpmsError } from '../errors';
-import { CHUNK, CHUNK_HEADER_BYTES, chunkDataAt, chunkMetaAt, ChunkKind, computeLayout, heapEnd, ROOT_BYTES, type Layout } from '../layout';
+import { CHUNK, CHUNK_HEADER_BYTES, chunkDataAt, chunkMetaAt, ChunkKind, computeLayout, heapEnd, type Layout } from '../layout';
+import { checkDataRange } from '../node';
 import type { RecordBuilder } from '../log';
 import type { Connection } from '../transport';
 import type { NodeConfig } from './config';
@@ -60,13 +61,7 @@ export class RemoteNode {
 
   /** Throw unless [offset, offset+length) lies in the root area or the heap. */
   checkDataRange(offset: number, length: number, address: GlobalAddress): void {
-    const layout = this.layout;
-    const end = offset + length;
-    const inRoot = offset >= layout.rootOffset && end <= layout.rootOffset + ROOT_BYTES;
-    const inHeap = offset >= layout.heapOffset && end <= heapEnd(layout);
-    if (!Number.isSafeInteger(length) || length < 0 || !(inRoot || inHeap)) {
-      throw new DpmsError('DPMS_INVALID_ADDRESS', `[${address}, +${length}) is outside node ${this.nodeId}'s root area and heap`);
-    }
+    checkDataRange(this.layout, offset, length, () => `[${address}, +${length}) on node ${this.nodeId}`);
   }
 
   // ---- lanes ----
