@@ -32,7 +32,6 @@ export interface ClusterTransactionOptions {
 const RECONNECT_BACKOFF_MS = 200;
 
 interface Session {
-  readonly epoch: number;
   readonly clientId: number;
   readonly nodes: Map<number, Promise<RemoteNode>>;
   heartbeat?: NodeJS.Timeout;
@@ -40,11 +39,11 @@ interface Session {
 
 export class ClusterClient {
   private session: Session | undefined;
-  private epochCounter = 0;
   private serial = 1;
   private nextPlacement = 0;
   private closed = false;
   private lastFailureMs = 0;
+  private lastAbandonReason = '';
 
   private constructor(private readonly options: ClusterClientOptions) {}
 
@@ -72,9 +71,7 @@ export class ClusterClient {
     const client = this;
     return new ClusterTransaction(this.serial++, {
       clientId: session.clientId,
-      epoch: session.epoch,
       nodeFor: (address) => client.nodeIn(session, nodeOf(address)),
-      nodeById: (nodeId) => client.nodeIn(session, nodeId),
       placeAllocation: (sizeBytes, preferred) => client.place(session, sizeBytes, preferred),
       abandon: (reason) => client.abandon(reason, session),
     });
@@ -184,7 +181,7 @@ export class ClusterClient {
     this.session = undefined;
     this.lastFailureMs = Date.now();
     clearInterval(session.heartbeat);
-    void reason;
+    this.lastAbandonReason = reason;
     for (const pending of session.nodes.values()) pending.then((node) => node.connection.close(), () => undefined);
   }
 
@@ -192,7 +189,7 @@ export class ClusterClient {
     this.checkOpen();
     if (this.session) return this.session;
     const clientId = crypto.randomInt(1, 0xffff_fffe);
-    const session: Session = { epoch: ++this.epochCounter, clientId, nodes: new Map() };
+    const session: Session = { clientId, nodes: new Map() };
     for (const node of this.options.config.nodes) {
       const pending = this.openNode(session, node);
       pending.catch(() => undefined);
@@ -232,7 +229,7 @@ export class ClusterClient {
   private async nodeIn(session: Session, nodeId: number): Promise<RemoteNode> {
     const pending = session.nodes.get(nodeId);
     if (!pending) throw new DpmsError('DPMS_INVALID_ADDRESS', `node ${nodeId} is not part of cluster '${this.options.config.name}'`);
-    if (session !== this.session) throw new DpmsError('DPMS_TX_ABORTED', 'the client lost a node and started new sessions; retry the transaction');
+    if (session !== this.session) throw new DpmsError('DPMS_TX_ABORTED', `the client ended its sessions (${this.lastAbandonReason}); retry the transaction`);
     try {
       const node = await pending;
       if (!node.connection.isOpen) throw new DpmsError('DPMS_DISCONNECTED', `connection to node ${nodeId} is closed`);

@@ -30,9 +30,7 @@ import { lockOffsets, lockTag, REGION } from './protocol';
 /** What a transaction needs from its client. */
 export interface ClusterContext {
   readonly clientId: number;
-  readonly epoch: number;
   nodeFor(address: GlobalAddress): Promise<RemoteNode>;
-  nodeById(nodeId: number): Promise<RemoteNode>;
   placeAllocation(sizeBytes: number, preferred: number | undefined): Promise<RemoteNode>;
   /** The client lost a node mid-commit: end every session so the nodes settle what it left. */
   abandon(reason: string): void;
