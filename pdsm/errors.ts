@@ -26,7 +26,9 @@ export type DpmsErrorCode =
   | 'DPMS_UNSUPPORTED'
   | 'DPMS_AUTH' | 'DPMS_REMOTE_ACCESS' | 'DPMS_DISCONNECTED' | 'DPMS_PROTOCOL' | 'DPMS_UNREACHABLE' | 'DPMS_BUSY'
   // distributed pDSM (pdsm/cluster)
-  | 'DPMS_IN_DOUBT' | 'DPMS_TX_ABORTED' | 'DPMS_TX_UNKNOWN' | 'DPMS_CONFIG' | 'DPMS_RPC';
+  | 'DPMS_IN_DOUBT' | 'DPMS_TX_ABORTED' | 'DPMS_TX_UNKNOWN' | 'DPMS_CONFIG' | 'DPMS_RPC'
+  // key-value store (kvs/)
+  | 'DPMS_KEY_TOO_LARGE' | 'DPMS_VALUE_TOO_LARGE';
 
 export class DpmsError extends Error {
   readonly code: DpmsErrorCode;
