@@ -68,11 +68,14 @@ export class RecordBuilder {
   }
 
   setBits32(offset: number, mask: number): void {
-    this.bytes.writeUInt32LE(mask >>> 0, this.append(RecordOp.SetBits32, offset, 4));
+    // append() first: it may grow (replace) this.bytes.
+    const at = this.append(RecordOp.SetBits32, offset, 4);
+    this.bytes.writeUInt32LE(mask >>> 0, at);
   }
 
   clearBits32(offset: number, mask: number): void {
-    this.bytes.writeUInt32LE(mask >>> 0, this.append(RecordOp.ClearBits32, offset, 4));
+    const at = this.append(RecordOp.ClearBits32, offset, 4);
+    this.bytes.writeUInt32LE(mask >>> 0, at);
   }
 
   /** List the participants of a distributed transaction (coordinator logs; no effect when applied). */

@@ -477,3 +477,20 @@ test('inspectLane reports empty, void, committed and torn lanes', async () => {
   assert.throws(() => inspectLane(broken, layout, 3), code('DPMS_CORRUPTION'));
   assert.throws(() => PoolNode.open(createSimPm(broken)), code('DPMS_CORRUPTION'));
 });
+
+test('bit records keep their masks when the record buffer grows under them', async () => {
+  const { RecordBuilder } = await import('../../pdsm/log');
+  const builder = new RecordBuilder(256 * 1024);
+  // Enough 4-B records to grow the staging buffer past its first 4 KiB several times.
+  for (let i = 0; i < 1000; i++) {
+    if (i % 2 === 0) builder.setBits32(i * 4, 0x8000_0000 | i);
+    else builder.clearBits32(i * 4, i);
+  }
+  const staging = builder.staging;
+  const recordBytes = builder.recordsBytes / 1000; // 16-B header + the mask padded to 8
+  assert.equal(recordBytes, 24);
+  for (let i = 0; i < 1000; i++) {
+    // [commit line (64 B) | records]; the mask follows each record's header.
+    assert.equal(staging.readUInt32LE(64 + i * recordBytes + 16), (i % 2 === 0 ? (0x8000_0000 | i) >>> 0 : i), `record ${i}`);
+  }
+});
