@@ -15,7 +15,17 @@ const MAGIC_GARBAGE = 0x3147564b; // 'KVG1'
 const MAGIC_ANCHOR = 0x31414b56; // 'VKA1'
 
 /** The seed of a checksum: the low 32 bits of the birth version, so a stale copy never checks out. */
-const seedOf = (version: bigint): number => Number(version & 0xffff_ffffn);
+const seedOf = (version: number): number => version % 0x1_0000_0000;
+
+/** u64 fields that hold versions and times: exact as JS numbers below 2^53. */
+function writeU64(bytes: Buffer, at: number, value: number): void {
+  bytes.writeUInt32LE(value % 0x1_0000_0000, at);
+  bytes.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4);
+}
+
+function readU64(bytes: Buffer, at: number): number {
+  return bytes.readUInt32LE(at) + bytes.readUInt32LE(at + 4) * 0x1_0000_0000;
+}
 
 // ---- meta record: 128 B, rewritten (in a pDSM transaction) by every commit -------------------------
 export const META_BYTES = 128;
@@ -34,7 +44,7 @@ export const META = {
 } as const;
 
 export interface Meta {
-  readonly version: bigint;
+  readonly version: number;
   /** The root node (address 0: empty store). */
   readonly root: Ref;
   readonly count: number;
@@ -47,9 +57,9 @@ export interface Meta {
 export function encodeMeta(meta: Meta): Buffer {
   const bytes = Buffer.alloc(META_BYTES);
   bytes.writeUInt32LE(MAGIC_META, META.magic);
-  bytes.writeBigUInt64LE(meta.version, META.version);
+  writeU64(bytes, META.version, meta.version);
   writeAddress(bytes, META.root, meta.root.address);
-  bytes.writeBigUInt64LE(meta.root.birth, META.rootBirth);
+  writeU64(bytes, META.rootBirth, meta.root.birth);
   bytes.writeUInt32LE(meta.root.length, META.rootLength);
   bytes.writeBigUInt64LE(BigInt(meta.count), META.count);
   writeAddress(bytes, META.garbageHead, meta.garbageHead);
@@ -65,8 +75,8 @@ export function decodeMeta(bytes: Buffer): Meta | undefined {
   if (bytes.length < META_BYTES || bytes.readUInt32LE(META.magic) !== MAGIC_META) return undefined;
   if (bytes.readUInt32LE(META.checksum) !== crc32c(bytes, 8, META_BYTES - 8, 0)) return undefined;
   return {
-    version: bytes.readBigUInt64LE(META.version),
-    root: { address: readAddress(bytes, META.root), birth: bytes.readBigUInt64LE(META.rootBirth), length: bytes.readUInt32LE(META.rootLength) },
+    version: readU64(bytes, META.version),
+    root: { address: readAddress(bytes, META.root), birth: readU64(bytes, META.rootBirth), length: bytes.readUInt32LE(META.rootLength) },
     count: Number(bytes.readBigUInt64LE(META.count)),
     garbageHead: readAddress(bytes, META.garbageHead),
     garbageTail: readAddress(bytes, META.garbageTail),
@@ -110,7 +120,7 @@ export const NodeKind = { leaf: 1, internal: 2 } as const;
 /** Where a published structure is: its address, the version that wrote it, and its length (of the value, for a value). */
 export interface Ref {
   readonly address: GlobalAddress;
-  readonly birth: bigint;
+  readonly birth: number;
   readonly length: number;
 }
 
@@ -146,10 +156,10 @@ export function nodeEncodedBytes(node: TreeNode): number {
   return bytes;
 }
 
-export function encodeNode(node: TreeNode, birth: bigint): Buffer {
+export function encodeNode(node: TreeNode, birth: number): Buffer {
   const bytes = Buffer.allocUnsafe(nodeEncodedBytes(node));
   bytes.writeUInt32LE(MAGIC_NODE, 0);
-  bytes.writeBigUInt64LE(birth, 8);
+  writeU64(bytes, 8, birth);
   bytes.writeUInt8(node.kind, 16);
   bytes.writeUInt8(0, 17);
   bytes.writeUInt16LE(node.keys.length, 18);
@@ -163,18 +173,21 @@ export function encodeNode(node: TreeNode, birth: bigint): Buffer {
       const inline = Buffer.isBuffer(value);
       at = bytes.writeUInt8(inline ? 0 : 1, at);
       at = bytes.writeUInt32LE(value.length, at);
-      at += key.copy(bytes, at);
+      bytes.set(key, at);
+      at += key.length;
       if (inline) {
-        at += value.copy(bytes, at);
+        bytes.set(value, at);
+        at += value.length;
       } else {
         writeAddress(bytes, at, value.address);
-        bytes.writeBigUInt64LE(value.birth, at + 8);
+        writeU64(bytes, at + 8, value.birth);
         at += 16;
       }
     } else {
-      at += key.copy(bytes, at);
+      bytes.set(key, at);
+      at += key.length;
       writeAddress(bytes, at, node.children[i].address);
-      bytes.writeBigUInt64LE(node.children[i].birth, at + 8);
+      writeU64(bytes, at + 8, node.children[i].birth);
       bytes.writeUInt32LE(node.children[i].length, at + 16);
       at += 20;
     }
@@ -189,7 +202,7 @@ export function encodeNode(node: TreeNode, birth: bigint): Buffer {
  */
 export function decodeNode(bytes: Buffer, ref: Ref): TreeNode | undefined {
   if (bytes.length < NODE_HEADER_BYTES || bytes.readUInt32LE(0) !== MAGIC_NODE) return undefined;
-  if (bytes.readBigUInt64LE(8) !== ref.birth) return undefined;
+  if (readU64(bytes, 8) !== ref.birth) return undefined;
   const length = bytes.readUInt32LE(20);
   if (length !== bytes.length || length !== ref.length) return undefined;
   if (bytes.readUInt32LE(4) !== crc32c(bytes, 8, length - 8, seedOf(ref.birth))) return undefined;
@@ -212,7 +225,7 @@ export function decodeNode(bytes: Buffer, ref: Ref): TreeNode | undefined {
       keys[i] = Buffer.from(bytes.subarray(at, at + keyLength));
       at += keyLength;
       if (external) {
-        values[i] = { address: readAddress(bytes, at), birth: bytes.readBigUInt64LE(at + 8), length: valueLength };
+        values[i] = { address: readAddress(bytes, at), birth: readU64(bytes, at + 8), length: valueLength };
         at += 16;
       } else {
         values[i] = Buffer.from(bytes.subarray(at, at + valueLength));
@@ -230,7 +243,7 @@ export function decodeNode(bytes: Buffer, ref: Ref): TreeNode | undefined {
     if (at + keyLength + 20 > length) corrupt();
     keys[i] = Buffer.from(bytes.subarray(at, at + keyLength));
     at += keyLength;
-    children[i] = { address: readAddress(bytes, at), birth: bytes.readBigUInt64LE(at + 8), length: bytes.readUInt32LE(at + 16) };
+    children[i] = { address: readAddress(bytes, at), birth: readU64(bytes, at + 8), length: bytes.readUInt32LE(at + 16) };
     at += 20;
   }
   return { kind: NodeKind.internal, keys, children };
@@ -240,10 +253,10 @@ export function decodeNode(bytes: Buffer, ref: Ref): TreeNode | undefined {
 //   0 u32 magic, 4 u32 CRC-32C of [8, 24 + length) seeded with birth, 8 u64 birth, 16 u32 length, 20 u32 0
 export const VALUE_HEADER_BYTES = 24;
 
-export function encodeValue(value: Uint8Array, birth: bigint): Buffer {
+export function encodeValue(value: Uint8Array, birth: number): Buffer {
   const bytes = Buffer.allocUnsafe(VALUE_HEADER_BYTES + value.length);
   bytes.writeUInt32LE(MAGIC_VALUE, 0);
-  bytes.writeBigUInt64LE(birth, 8);
+  writeU64(bytes, 8, birth);
   bytes.writeUInt32LE(value.length, 16);
   bytes.writeUInt32LE(0, 20);
   bytes.set(value, VALUE_HEADER_BYTES);
@@ -254,7 +267,7 @@ export function encodeValue(value: Uint8Array, birth: bigint): Buffer {
 /** The value bytes (a view into `bytes`), or undefined when the object is not the one `ref` names. */
 export function decodeValue(bytes: Buffer, ref: ExternalValue): Buffer | undefined {
   if (bytes.length !== VALUE_HEADER_BYTES + ref.length || bytes.readUInt32LE(0) !== MAGIC_VALUE) return undefined;
-  if (bytes.readBigUInt64LE(8) !== ref.birth || bytes.readUInt32LE(16) !== ref.length) return undefined;
+  if (readU64(bytes, 8) !== ref.birth || bytes.readUInt32LE(16) !== ref.length) return undefined;
   if (bytes.readUInt32LE(4) !== crc32c(bytes, 8, bytes.length - 8, seedOf(ref.birth))) return undefined;
   return bytes.subarray(VALUE_HEADER_BYTES);
 }
@@ -264,19 +277,19 @@ export function decodeValue(bytes: Buffer, ref: ExternalValue): Buffer | undefin
 //  24 u64 next batch (0: none; the only field ever rewritten, under the meta lock), 32 u64 addresses[count]
 export const GARBAGE = { magic: 0, count: 4, version: 8, timeMs: 16, next: 24, addresses: 32 } as const;
 
-export function encodeGarbage(addresses: readonly GlobalAddress[], version: bigint, timeMs: number): Buffer {
+export function encodeGarbage(addresses: readonly GlobalAddress[], version: number, timeMs: number): Buffer {
   const bytes = Buffer.alloc(GARBAGE.addresses + 8 * addresses.length);
   bytes.writeUInt32LE(MAGIC_GARBAGE, GARBAGE.magic);
   bytes.writeUInt32LE(addresses.length, GARBAGE.count);
-  bytes.writeBigUInt64LE(version, GARBAGE.version);
-  bytes.writeBigUInt64LE(BigInt(timeMs), GARBAGE.timeMs);
+  writeU64(bytes, GARBAGE.version, version);
+  writeU64(bytes, GARBAGE.timeMs, timeMs);
   addresses.forEach((address, i) => writeAddress(bytes, GARBAGE.addresses + 8 * i, address));
   return bytes;
 }
 
 export interface GarbageHeader {
   readonly count: number;
-  readonly version: bigint;
+  readonly version: number;
   readonly timeMs: number;
   readonly next: GlobalAddress;
 }
@@ -287,8 +300,8 @@ export function decodeGarbageHeader(bytes: Buffer, at: GlobalAddress): GarbageHe
   }
   return {
     count: bytes.readUInt32LE(GARBAGE.count),
-    version: bytes.readBigUInt64LE(GARBAGE.version),
-    timeMs: Number(bytes.readBigUInt64LE(GARBAGE.timeMs)),
+    version: readU64(bytes, GARBAGE.version),
+    timeMs: readU64(bytes, GARBAGE.timeMs),
     next: readAddress(bytes, GARBAGE.next),
   };
 }

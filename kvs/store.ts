@@ -53,7 +53,7 @@ interface Group {
 class Snapshot implements KvSnapshotHandle {
   private released = false;
   constructor(readonly meta: Meta, private readonly onRelease: (snapshot: Snapshot) => Promise<void>) {}
-  get version(): bigint { return this.meta.version; }
+  get version(): number { return this.meta.version; }
   get isReleased(): boolean { return this.released; }
   async release(): Promise<void> {
     if (this.released) return;
@@ -281,7 +281,7 @@ export class KvStore {
     const outcomes = await this.client.transaction(async (tx) => {
       const meta = decodeMeta(await tx.read(this.metaAddress, META_BYTES));
       if (meta === undefined) throw new DpmsError('DPMS_CORRUPTION', `store '${this.name}': the meta record does not check out`);
-      const birth = meta.version + 1n;
+      const birth = meta.version + 1;
       const builder = new TreeBuilder(this.reader, meta);
       const writes: Array<Promise<void>> = [];
       let placement: number | undefined;
@@ -317,7 +317,7 @@ export class KvStore {
       }
       await Promise.all(writes);
       await tx.write(this.metaAddress, encodeMeta({
-        version: birth, root: tree.root ?? { address: NULL_ADDRESS, birth: 0n, length: 0 }, count: builder.count,
+        version: birth, root: tree.root ?? { address: NULL_ADDRESS, birth: 0, length: 0 }, count: builder.count,
         garbageHead: head, garbageTail: tail, pins: meta.pins, height: builder.height,
       }));
       return results;
@@ -328,7 +328,7 @@ export class KvStore {
 
   // Run one group against the version being built: compute its effect first (so a failing update leaves
   // nothing behind), then apply it. A GroupError fails only this group.
-  private async applyGroup(tx: ClusterTransaction, builder: TreeBuilder, ops: readonly Op[], birth: bigint, allocate: (bytes: Buffer) => Promise<GlobalAddress>): Promise<unknown> {
+  private async applyGroup(tx: ClusterTransaction, builder: TreeBuilder, ops: readonly Op[], birth: number, allocate: (bytes: Buffer) => Promise<GlobalAddress>): Promise<unknown> {
     const effects = new Map<string, { key: Buffer; value: Buffer | undefined }>();
     const current = async (key: Buffer): Promise<Buffer | undefined> => {
       const staged = effects.get(key.toString('latin1'));
@@ -393,7 +393,7 @@ export class KvStore {
     let freed = 0;
     while (head !== NULL_ADDRESS) {
       const header = decodeGarbageHeader(await this.client.read(head, GARBAGE.addresses), head);
-      if (header.version > oldestPinned || header.timeMs + GARBAGE_GRACE_MS > now) break;
+      if (BigInt(header.version) > oldestPinned || header.timeMs + GARBAGE_GRACE_MS > now) break;
       if (freed > 0 && freed + header.count + 1 > MAX_FREES_PER_COMMIT) break;
       const addresses = decodeGarbageAddresses(await this.client.read(head, GARBAGE.addresses + 8 * header.count), header.count);
       for (const address of addresses) await tx.free(address);
@@ -553,7 +553,7 @@ class PinSlot {
   private readonly token = crypto.randomBytes(8).readBigUInt64LE(0) | 1n;
   private pinnedVersion = NO_PIN;
   private expiresMs = 0n;
-  private readonly versions = new Map<bigint, number>();
+  private readonly versions = new Map<number, number>();
   private chain: Promise<unknown> = Promise.resolve();
   private renewal: NodeJS.Timeout | undefined;
 
@@ -570,7 +570,7 @@ class PinSlot {
     });
   }
 
-  release(version: bigint): Promise<void> {
+  release(version: number): Promise<void> {
     return this.serialized(async () => {
       const count = this.versions.get(version) ?? 0;
       if (count <= 1) this.versions.delete(version);
@@ -645,9 +645,9 @@ class PinSlot {
   }
 
   private oldestLocal(): bigint {
-    let oldest = NO_PIN;
+    let oldest = Infinity;
     for (const version of this.versions.keys()) if (version < oldest) oldest = version;
-    return oldest;
+    return oldest === Infinity ? NO_PIN : BigInt(oldest);
   }
 
   private serialized<T>(body: () => Promise<T>): Promise<T> {
@@ -669,7 +669,7 @@ async function readMeta(client: ClusterClient, address: GlobalAddress, what: str
 }
 
 function emptyMeta(pins: GlobalAddress): Meta {
-  return { version: 1n, root: { address: NULL_ADDRESS, birth: 0n, length: 0 }, count: 0, garbageHead: NULL_ADDRESS, garbageTail: NULL_ADDRESS, pins, height: 0 };
+  return { version: 1, root: { address: NULL_ADDRESS, birth: 0, length: 0 }, count: 0, garbageHead: NULL_ADDRESS, garbageTail: NULL_ADDRESS, pins, height: 0 };
 }
 
 function offsetAddress(address: GlobalAddress, delta: number): GlobalAddress {

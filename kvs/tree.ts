@@ -10,8 +10,12 @@
 import type { ClusterClient, GlobalAddress } from '../pdsm';
 import { decodeNode, decodeValue, nodeEncodedBytes, NodeKind, VALUE_HEADER_BYTES, type ExternalValue, type Internal, type Leaf, type LeafValue, type Meta, type Ref, type TreeNode } from './format';
 
-/** Leaves and internal nodes split when their encoding grows past this (a node with one entry may be larger). */
-export const NODE_TARGET_BYTES = 4096;
+/**
+ * Nodes split when their encoding grows past these (a node with one entry may be larger). Every
+ * commit rewrites the path to each leaf it changes, so small nodes keep the copy-on-write cheap.
+ */
+export const LEAF_TARGET_BYTES = 2048;
+export const INTERNAL_TARGET_BYTES = 2048;
 /** Values up to this size live in the leaf; larger ones in an object of their own. */
 export const INLINE_VALUE_BYTES = 128;
 
@@ -26,7 +30,7 @@ export class StaleRead extends Error {
 
 /** Fetches tree nodes and values with one-sided READs, keeping decoded nodes in a bounded cache. */
 export class NodeReader {
-  private readonly cache = new Map<number, { birth: bigint; node: TreeNode; bytes: number }>();
+  private readonly cache = new Map<number, { birth: number; node: TreeNode; bytes: number }>();
   private cachedBytes = 0;
 
   constructor(private readonly client: ClusterClient, private readonly cacheBytes = 64 * 1024 * 1024) {}
@@ -188,11 +192,18 @@ export class Cursor {
 // ---- building the next version ------------------------------------------------------------------------
 
 /** A node being rewritten by this commit: children are published refs or other nodes being rewritten. */
-interface DirtyLeaf { kind: 1; keys: Buffer[]; values: LeafValue[] }
-interface DirtyInternal { kind: 2; keys: Buffer[]; children: Array<Ref | DirtyNode> }
+class DirtyLeaf {
+  readonly kind = NodeKind.leaf;
+  constructor(readonly keys: Buffer[], readonly values: LeafValue[]) {}
+}
+class DirtyInternal {
+  readonly kind = NodeKind.internal;
+  constructor(readonly keys: Buffer[], readonly children: Array<Ref | DirtyNode>) {}
+}
 type DirtyNode = DirtyLeaf | DirtyInternal;
 
-const isRef = (child: Ref | DirtyNode): child is Ref => (child as Ref).address !== undefined;
+// A class check, not a property probe: this runs for every child of every rewritten node.
+const isRef = (child: Ref | DirtyNode): child is Ref => !(child instanceof DirtyLeaf || child instanceof DirtyInternal);
 
 /** What publishing wrote: the new root and every new node with its bytes (for the cache). */
 export interface Published {
@@ -203,7 +214,7 @@ export interface Published {
 /**
  * The next version of a tree, built in DRAM by one commit: the first change below a published node
  * copies it (and retires the original), later changes edit the copy. Nodes split when they outgrow
- * NODE_TARGET_BYTES; empty nodes are removed and a root with one child is collapsed.
+ * their target size; empty nodes are removed and a root with one child is collapsed.
  */
 export class TreeBuilder {
   private root: Ref | DirtyNode | undefined;
@@ -232,7 +243,7 @@ export class TreeBuilder {
   /** Insert or replace; a replaced external value is retired. */
   async put(key: Buffer, value: LeafValue): Promise<void> {
     if (this.root === undefined) {
-      this.root = { kind: NodeKind.leaf, keys: [key], values: [value] };
+      this.root = new DirtyLeaf([key], [value]);
       this.height = 1;
       this.count++;
       return;
@@ -315,7 +326,7 @@ export class TreeBuilder {
    * Write-out order: assign every rewritten node its size, let `allocate` place it, and encode it with
    * its children's addresses (children first). Returns the new root and the nodes.
    */
-  async publish(birth: bigint, allocate: (node: TreeNode) => Promise<GlobalAddress>): Promise<Published> {
+  async publish(birth: number, allocate: (node: TreeNode) => Promise<GlobalAddress>): Promise<Published> {
     const nodes: Array<{ ref: Ref; node: TreeNode }> = [];
     const write = async (child: Ref | DirtyNode): Promise<Ref> => {
       if (isRef(child)) return child;
@@ -324,7 +335,7 @@ export class TreeBuilder {
         node = { kind: NodeKind.leaf, keys: child.keys, values: child.values };
       } else {
         const children: Ref[] = [];
-        for (const grandchild of child.children) children.push(await write(grandchild));
+        for (const grandchild of child.children) children.push(isRef(grandchild) ? grandchild : await write(grandchild));
         node = { kind: NodeKind.internal, keys: child.keys, children };
       }
       const length = nodeEncodedBytes(node);
@@ -355,9 +366,7 @@ export class TreeBuilder {
     if (!isRef(child)) return child;
     const node = await this.reader.node(child);
     this.retired.push(child.address);
-    return node.kind === NodeKind.leaf
-      ? { kind: NodeKind.leaf, keys: [...node.keys], values: [...node.values] }
-      : { kind: NodeKind.internal, keys: [...node.keys], children: [...node.children] };
+    return node.kind === NodeKind.leaf ? new DirtyLeaf([...node.keys], [...node.values]) : new DirtyInternal([...node.keys], [...node.children]);
   }
 
   private async view(child: Ref | DirtyNode): Promise<TreeNode | DirtyNode> {
@@ -372,10 +381,10 @@ export class TreeBuilder {
   private splitUp(path: Array<{ node: DirtyNode; index: number }>): void {
     for (let level = path.length - 1; level >= 0; level--) {
       const node = path[level].node;
-      if (node.keys.length < 2 || nodeEncodedBytes(node as TreeNode) <= NODE_TARGET_BYTES) return;
+      if (node.keys.length < 2 || nodeEncodedBytes(node as TreeNode) <= (node.kind === NodeKind.leaf ? LEAF_TARGET_BYTES : INTERNAL_TARGET_BYTES)) return;
       const right = splitNode(node);
       if (level === 0) {
-        this.root = { kind: NodeKind.internal, keys: [node.keys[0], right.keys[0]], children: [node, right] };
+        this.root = new DirtyInternal([node.keys[0], right.keys[0]], [node, right]);
         this.height++;
         return;
       }
@@ -399,8 +408,6 @@ function splitNode(node: DirtyNode): DirtyNode {
     at++;
   }
   at = Math.max(1, at);
-  if (node.kind === NodeKind.leaf) {
-    return { kind: NodeKind.leaf, keys: node.keys.splice(at), values: node.values.splice(at) };
-  }
-  return { kind: NodeKind.internal, keys: node.keys.splice(at), children: node.children.splice(at) };
+  if (node.kind === NodeKind.leaf) return new DirtyLeaf(node.keys.splice(at), node.values.splice(at));
+  return new DirtyInternal(node.keys.splice(at), node.children.splice(at));
 }

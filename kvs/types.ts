@@ -34,7 +34,7 @@ export interface KvRange {
 /** A consistent, read-only view of the store as of one committed version. */
 export interface KvSnapshotHandle {
   /** The store version this snapshot sees. */
-  readonly version: bigint;
+  readonly version: number;
   /** Let the store reclaim what only this snapshot still used. Idempotent. */
   release(): Promise<void>;
 }
