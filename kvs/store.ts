@@ -15,7 +15,7 @@ import {
   ANCHOR_BYTES, checkAnchor, decodeGarbageAddresses, decodeGarbageHeader, decodeMeta, encodeAnchor, encodeGarbage, encodeMeta, encodeNode, encodeValue,
   GARBAGE, META_BYTES, NO_PIN, PIN, PIN_SLOT_BYTES, PIN_SLOTS, PIN_TABLE_BYTES, ROOT_AREA, type LeafValue, type Meta,
 } from './format';
-import { Cursor, INLINE_VALUE_BYTES, lookup, NodeReader, StaleRead, TreeBuilder, type Published } from './tree';
+import { compareKeys, Cursor, INLINE_VALUE_BYTES, lookup, NodeReader, StaleRead, TreeBuilder, type Published } from './tree';
 import { KEEP, KV_LIMITS, type KvEntry, type KvIteratorOptions, type KvOpenOptions, type KvOperation, type KvRange, type KvReadOptions, type KvSnapshotHandle, type KvUpdate } from './types';
 
 /** How often a reader starts over after meeting reclaimed memory before it gives up. */
@@ -719,9 +719,9 @@ function checkRange(options: KvRange): KvRange {
 
 /** -1 when key sorts before the range, 0 inside, 1 after it. */
 function rangePosition(range: KvRange, key: Buffer): -1 | 0 | 1 {
-  if (range.gte !== undefined && Buffer.compare(key, range.gte as Buffer) < 0) return -1;
-  if (range.gt !== undefined && Buffer.compare(key, range.gt as Buffer) <= 0) return -1;
-  if (range.lte !== undefined && Buffer.compare(key, range.lte as Buffer) > 0) return 1;
-  if (range.lt !== undefined && Buffer.compare(key, range.lt as Buffer) >= 0) return 1;
+  if (range.gte !== undefined && compareKeys(key, range.gte as Buffer) < 0) return -1;
+  if (range.gt !== undefined && compareKeys(key, range.gt as Buffer) <= 0) return -1;
+  if (range.lte !== undefined && compareKeys(key, range.lte as Buffer) > 0) return 1;
+  if (range.lt !== undefined && compareKeys(key, range.lt as Buffer) >= 0) return 1;
   return 0;
 }

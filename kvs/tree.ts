@@ -35,10 +35,16 @@ export class NodeReader {
 
   constructor(private readonly client: ClusterClient, private readonly cacheBytes = 64 * 1024 * 1024) {}
 
+  /** The node `ref` names when it is cached (no await on the hot path), else undefined. */
+  cached(ref: Ref): TreeNode | undefined {
+    const cached = this.cache.get(ref.address);
+    return cached !== undefined && cached.birth === ref.birth ? cached.node : undefined;
+  }
+
   /** The node `ref` names; throws StaleRead when the memory no longer holds it. */
   async node(ref: Ref): Promise<TreeNode> {
-    const cached = this.cache.get(ref.address);
-    if (cached !== undefined && cached.birth === ref.birth) return cached.node;
+    const cached = this.cached(ref);
+    if (cached !== undefined) return cached;
     const node = decodeNode(await this.client.read(ref.address, ref.length), ref);
     if (node === undefined) throw new StaleRead();
     this.remember(ref, node);
@@ -71,6 +77,20 @@ export class NodeReader {
   }
 }
 
+/**
+ * Bytewise order, in JavaScript: for the short keys of a node search this beats Buffer.compare, whose
+ * cost is the call into C++, not the comparison.
+ */
+export function compareKeys(a: Buffer, b: Buffer): number {
+  const length = a.length < b.length ? a.length : b.length;
+  if (length > 64) return Buffer.compare(a, b);
+  for (let i = 0; i < length; i++) {
+    const difference = a[i] - b[i];
+    if (difference !== 0) return difference;
+  }
+  return a.length - b.length;
+}
+
 /** Index of the child of `node` whose subtree may hold `key`. */
 export function childIndex(keys: readonly Buffer[], key: Buffer): number {
   let low = 1;
@@ -78,7 +98,7 @@ export function childIndex(keys: readonly Buffer[], key: Buffer): number {
   let found = 0;
   while (low <= high) {
     const middle = (low + high) >>> 1;
-    if (Buffer.compare(keys[middle], key) <= 0) {
+    if (compareKeys(keys[middle], key) <= 0) {
       found = middle;
       low = middle + 1;
     } else {
@@ -94,7 +114,7 @@ export function lowerBound(keys: readonly Buffer[], key: Buffer): number {
   let high = keys.length;
   while (low < high) {
     const middle = (low + high) >>> 1;
-    if (Buffer.compare(keys[middle], key) < 0) low = middle + 1;
+    if (compareKeys(keys[middle], key) < 0) low = middle + 1;
     else high = middle;
   }
   return low;
@@ -103,10 +123,13 @@ export function lowerBound(keys: readonly Buffer[], key: Buffer): number {
 /** The leaf value stored for `key` in the tree of `meta`, or undefined. */
 export async function lookup(reader: NodeReader, meta: Meta, key: Buffer): Promise<LeafValue | undefined> {
   if (meta.height === 0) return undefined;
-  let node = await reader.node(meta.root);
-  while (node.kind === NodeKind.internal) node = await reader.node(node.children[childIndex(node.keys, key)]);
+  let node = reader.cached(meta.root) ?? await reader.node(meta.root);
+  while (node.kind === NodeKind.internal) {
+    const child = node.children[childIndex(node.keys, key)];
+    node = reader.cached(child) ?? await reader.node(child);
+  }
   const index = lowerBound(node.keys, key);
-  return index < node.keys.length && node.keys[index].equals(key) ? node.values[index] : undefined;
+  return index < node.keys.length && compareKeys(node.keys[index], key) === 0 ? node.values[index] : undefined;
 }
 
 /** A position in the tree of one version: the path from the root to a leaf entry. */
@@ -138,14 +161,14 @@ export class Cursor {
     this.leaf = node;
     if (forward) {
       this.index = key === undefined ? 0 : lowerBound(node.keys, key);
-      if (key !== undefined && exclusive && this.index < node.keys.length && node.keys[this.index].equals(key)) this.index++;
+      if (key !== undefined && exclusive && this.index < node.keys.length && compareKeys(node.keys[this.index], key) === 0) this.index++;
       if (this.index >= node.keys.length) await this.nextLeaf(true);
     } else {
       if (key === undefined) {
         this.index = node.keys.length - 1;
       } else {
         const at = lowerBound(node.keys, key);
-        this.index = at < node.keys.length && node.keys[at].equals(key) && !exclusive ? at : at - 1;
+        this.index = at < node.keys.length && compareKeys(node.keys[at], key) === 0 && !exclusive ? at : at - 1;
       }
       if (this.index < 0) await this.nextLeaf(false);
     }
@@ -237,7 +260,7 @@ export class TreeBuilder {
     if (node === undefined) return undefined;
     while (node.kind === NodeKind.internal) node = await this.view(node.children[childIndex(node.keys, key)]);
     const index = lowerBound(node.keys, key);
-    return index < node.keys.length && node.keys[index].equals(key) ? node.values[index] : undefined;
+    return index < node.keys.length && compareKeys(node.keys[index], key) === 0 ? node.values[index] : undefined;
   }
 
   /** Insert or replace; a replaced external value is retired. */
@@ -251,7 +274,7 @@ export class TreeBuilder {
     const path = await this.descendForWrite(key);
     const leaf = path[path.length - 1].node as DirtyLeaf;
     const index = lowerBound(leaf.keys, key);
-    if (index < leaf.keys.length && leaf.keys[index].equals(key)) {
+    if (index < leaf.keys.length && compareKeys(leaf.keys[index], key) === 0) {
       this.retireValue(leaf.values[index]);
       leaf.values[index] = value;
     } else {
