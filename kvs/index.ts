@@ -2,3 +2,4 @@
 
 export { KvIterator, KvStore } from './store';
 export { KEEP, KV_LIMITS, type KvEntry, type KvIteratorOptions, type KvOpenOptions, type KvOperation, type KvRange, type KvReadOptions, type KvSnapshotHandle, type KvUpdate } from './types';
+export { DpmsLevel, DpmsLevelError, DpmsSnapshot, type DpmsLevelOptions, type LevelErrorCode } from './level';

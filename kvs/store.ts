@@ -711,10 +711,20 @@ function checkRange(options: KvRange): KvRange {
   const bound = (value: Uint8Array | undefined): Buffer | undefined => (value === undefined ? undefined : copyKey(value, true));
   const limit = options.limit ?? -1;
   if (typeof limit !== 'number' || Number.isNaN(limit)) throw new DpmsError('DPMS_INVALID_ARGUMENT', 'limit is a number');
-  return {
-    gt: bound(options.gt), gte: bound(options.gte), lt: bound(options.lt), lte: bound(options.lte),
-    reverse: options.reverse === true, limit: limit < 0 || limit === Infinity ? -1 : Math.floor(limit),
-  };
+  // Both bounds on one side: keep the stricter, so every bound that is given holds (AND).
+  let gt = bound(options.gt);
+  let gte = bound(options.gte);
+  let lt = bound(options.lt);
+  let lte = bound(options.lte);
+  if (gt !== undefined && gte !== undefined) {
+    if (compareKeys(gt, gte) >= 0) gte = undefined;
+    else gt = undefined;
+  }
+  if (lt !== undefined && lte !== undefined) {
+    if (compareKeys(lt, lte) <= 0) lte = undefined;
+    else lt = undefined;
+  }
+  return { gt, gte, lt, lte, reverse: options.reverse === true, limit: limit < 0 || limit === Infinity ? -1 : Math.floor(limit) };
 }
 
 /** -1 when key sorts before the range, 0 inside, 1 after it. */

@@ -112,6 +112,9 @@ for (const transport of ['local', 'tcp'] as const) {
       assert.deepEqual((await scan(store, { reverse: true, limit: 2 })).map(([key]) => key), ['k0299', 'k0298']);
       assert.deepEqual(await scan(store, { gte: b('k0100'), limit: 1, values: false }), [['k0100', undefined]]);
       assert.deepEqual(await scan(store, { gt: b('z') }), []);
+      // Two bounds on one side: both hold (the stricter wins), in iterators and in clear alike.
+      assert.deepEqual((await scan(store, { gte: b('k0001'), gt: b('k0297') })).map(([key]) => key), ['k0298', 'k0299']);
+      assert.deepEqual((await scan(store, { lte: b('k0005'), lt: b('k0002'), reverse: true })).map(([key]) => key), ['k0001', 'k0000']);
       const iterator = store.iterator({ gte: b('k0100') });
       iterator.seek(b('k0200'));
       assert.deepEqual((await iterator.next())?.[0], b('k0200'));
