@@ -352,8 +352,12 @@ export class KvStore {
           result = before;
           continue;
         }
-        if (after !== undefined && !(after instanceof Uint8Array)) throw new GroupError(new DpmsError('DPMS_INVALID_ARGUMENT', 'an update must return bytes, undefined or KEEP'));
-        const value = after === undefined ? undefined : copyValue(after);
+        let value: Buffer | undefined;
+        try {
+          value = after === undefined ? undefined : copyValue(after);
+        } catch (error) {
+          throw new GroupError(error);
+        }
         effects.set(op.key.toString('latin1'), { key: op.key, value });
         result = value;
       } else if (op.type === 'clear') {
@@ -701,7 +705,7 @@ function copyKey(key: Uint8Array, allowEmpty = false): Buffer {
 }
 
 function copyValue(value: Uint8Array): Buffer {
-  if (!(value instanceof Uint8Array)) throw new DpmsError('DPMS_INVALID_ARGUMENT', 'a value is a Buffer or Uint8Array');
+  if (!(value instanceof Uint8Array)) throw new DpmsError('DPMS_INVALID_ARGUMENT', 'a value is a Buffer or Uint8Array (an update returns bytes, undefined or KEEP)');
   if (value.length > KV_LIMITS.maxValueBytes) throw new DpmsError('DPMS_VALUE_TOO_LARGE', `a value is at most ${KV_LIMITS.maxValueBytes} bytes (got ${value.length})`);
   return Buffer.from(value);
 }

@@ -94,8 +94,11 @@ for (const transport of ['local', 'tcp'] as const) {
         store.update(b('n'), () => { throw new Error('not a number'); }),
         store.update(b('n'), increment),
         store.update(b('n'), () => KEEP),
+        store.update(b('big'), () => Buffer.alloc(KV_LIMITS.maxValueBytes + 1)),
+        store.update(b('text'), () => 'not bytes' as unknown as Buffer),
       ]);
-      assert.deepEqual(results.map((result) => result.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      assert.deepEqual(results.map((result) => result.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'rejected', 'rejected']);
+      assert.equal((results[4] as PromiseRejectedResult).reason.code, 'DPMS_VALUE_TOO_LARGE');
       assert.deepEqual(await store.get(b('n')), b('2'));
       assert.deepEqual(await store.update(b('n'), () => undefined), undefined);
       assert.equal(await store.has(b('n')), false);
