@@ -222,6 +222,7 @@ class Connection {
   private ended = false;
   private readPaused = false;
   private pumping = false;
+  private flushScheduled = false;
   private pumpAgain = false;
   private idleWaiters: Array<() => void> = [];
 
@@ -343,7 +344,7 @@ class Connection {
           this.waiting.shift();
           this.start(next);
         }
-        this.flush();
+        this.scheduleFlush();
       } while (this.pumpAgain);
     } finally {
       this.pumping = false;
@@ -410,6 +411,19 @@ class Connection {
     if (access.all === 'write' || writes.length > 0) this.writeRequests += delta;
     for (const key of reads) count(this.readingKeys, key.toString('latin1'), delta);
     for (const key of writes) count(this.writingKeys, key.toString('latin1'), delta);
+  }
+
+  /**
+   * Flush once per turn of the event loop: replies of pipelined requests finish one by one (each in
+   * its own microtask), and a write per reply was a syscall per reply.
+   */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
   }
 
   /** Write every answered reply at the head of the queue, in one corked batch. */
