@@ -288,7 +288,10 @@ export class KvStore {
       const allocate = async (bytes: Buffer): Promise<GlobalAddress> => {
         const address = await tx.alloc(bytes.length, placement);
         placement ??= nodeOf(address);
-        writes.push(this.client.writePersist(address, bytes));
+        const write = this.client.writePersist(address, bytes);
+        // Awaited before the commit; when the body fails first, nobody awaits it: never unhandled.
+        write.catch(() => undefined);
+        writes.push(write);
         return address;
       };
       const results: Array<{ ok: boolean; value?: unknown; error?: unknown }> = [];
