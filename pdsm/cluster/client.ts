@@ -35,6 +35,7 @@ interface Session {
   readonly clientId: number;
   readonly nodes: Map<number, Promise<RemoteNode>>;
   heartbeat?: NodeJS.Timeout;
+  lastHeartbeatMs: number;
 }
 
 export class ClusterClient {
@@ -189,18 +190,13 @@ export class ClusterClient {
     this.checkOpen();
     if (this.session) return this.session;
     const clientId = crypto.randomInt(1, 0xffff_fffe);
-    const session: Session = { clientId, nodes: new Map() };
+    const session: Session = { clientId, nodes: new Map(), lastHeartbeatMs: Date.now() };
     for (const node of this.options.config.nodes) {
       const pending = this.openNode(session, node);
       pending.catch(() => undefined);
       session.nodes.set(node.id, pending);
     }
-    const leaseMs = this.options.config.leaseMs;
-    session.heartbeat = setInterval(() => {
-      for (const pending of session.nodes.values()) {
-        pending.then((node) => node.call({ op: 'heartbeat' })).catch(() => undefined);
-      }
-    }, Math.max(50, Math.floor(leaseMs / 3)));
+    session.heartbeat = setInterval(() => this.heartbeat(session), this.heartbeatIntervalMs);
     session.heartbeat.unref();
     this.session = session;
     return session;
@@ -226,7 +222,25 @@ export class ClusterClient {
     }
   }
 
+  private get heartbeatIntervalMs(): number {
+    return Math.max(50, Math.floor(this.options.config.leaseMs / 3));
+  }
+
+  private heartbeat(session: Session): void {
+    session.lastHeartbeatMs = Date.now();
+    for (const pending of session.nodes.values()) {
+      pending.then((node) => node.call({ op: 'heartbeat' })).catch(() => undefined);
+    }
+  }
+
   private async nodeIn(session: Session, nodeId: number): Promise<RemoteNode> {
+    // Over `local` a busy caller can run for seconds in microtasks alone (every operation resolves
+    // at once), starving the heartbeat timer and the sockets that carry it: when one is due, send it
+    // from here and give the event loop one turn so that it leaves.
+    if (Date.now() - session.lastHeartbeatMs > this.heartbeatIntervalMs) {
+      this.heartbeat(session);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     const pending = session.nodes.get(nodeId);
     if (!pending) throw new DpmsError('DPMS_INVALID_ADDRESS', `node ${nodeId} is not part of cluster '${this.options.config.name}'`);
     if (session !== this.session) throw new DpmsError('DPMS_TX_ABORTED', `the client ended its sessions (${this.lastAbandonReason}); retry the transaction`);

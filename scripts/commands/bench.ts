@@ -1,8 +1,8 @@
 // `dpms bench pdsm`: latency and throughput of pDSM's raw and transactional paths on a tmpfs pool,
 // each printed as a ratio of the machine's own limit measured in the same run by native loops
 // (64-B store + flush + fence; memcpy + persist bandwidth). `dpms bench transport` (bench-transport.ts)
-// measures the transport providers against raw TCP. Programs that print numbers; tests never
-// assert timings.
+// measures the transport providers against raw TCP; `dpms bench kv` (bench-kv.ts) runs YCSB workloads
+// against pDKVS, LevelDB and Redis. Programs that print numbers; tests never assert timings.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,23 +11,38 @@ import type { Argv } from 'yargs';
 import { benchMemcpyPersist, benchStoreFlushFence } from '../../native';
 import { DpmsError, formatPoolFile, Pdsm, type GlobalAddress } from '../../pdsm';
 import type { ProviderName } from '../../pdsm/transport';
+import { benchKv, KV_TARGETS } from './bench-kv';
 import { benchTransport } from './bench-transport';
 import { formatBytes, parseSize } from '../../pdsm';
 import { EXIT, run } from './run';
 
 export function registerBenchCommands(yargs: Argv): Argv {
-  return yargs.command('bench <target>', 'run a benchmark (targets: pdsm, transport)', (y) => y
-    .positional('target', { type: 'string', choices: ['pdsm', 'transport'] as const, demandOption: true })
-    .option('ops', { type: 'number', default: 100_000, describe: 'pdsm: operations per measurement' })
-    .option('dir', { type: 'string', describe: 'where to put the pool (default /dev/shm, a tmpfs)' })
+  return yargs.command('bench <target>', 'run a benchmark (targets: pdsm, transport, kv)', (y) => y
+    .positional('target', { type: 'string', choices: ['pdsm', 'transport', 'kv'] as const, demandOption: true })
+    .option('ops', { type: 'number', default: 100_000, describe: 'pdsm: operations per measurement; kv: operations per workload' })
+    .option('dir', { type: 'string', describe: 'where to put the pools (default /dev/shm, a tmpfs)' })
     .option('size', { type: 'string', default: '256M', describe: 'pdsm: pool size' })
     .option('provider', { type: 'string', default: 'tcp,local,verbs', describe: 'transport: providers to measure, comma-separated' })
     .option('host', { type: 'string', default: '127.0.0.1', describe: 'transport: the address the node listens on (verbs: an RDMA device\'s IP)' })
     .option('iterations', { type: 'number', default: 20_000, describe: 'transport: operations per small-operation row (1-MiB rows do 1/10)' })
+    .option('records', { type: 'number', default: 100_000, describe: 'kv: records loaded before the workloads' })
+    .option('seconds', { type: 'number', describe: 'kv: run each workload this long instead of --ops operations' })
+    .option('value-sizes', { type: 'string', default: '100,1024', describe: 'kv: value sizes in bytes, comma-separated (a table each)' })
+    .option('workloads', { type: 'string', default: 'a,b,c,e', describe: 'kv: YCSB workloads, comma-separated (a, b, c, e)' })
+    .option('targets', { type: 'string', default: KV_TARGETS.join(','), describe: 'kv: what to measure, comma-separated' })
+    .option('concurrency', { type: 'number', default: 32, describe: 'kv: closed-loop workers (and RESP connections)' })
+    .option('seed', { type: 'number', default: 1, describe: 'kv: seed of the generated operations and values' })
     .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
-  (argv) => run(() => (argv.target === 'transport'
-    ? benchTransport({ providers: parseProviders(argv.provider), host: argv.host, iterations: argv.iterations, dir: argv.dir, json: argv.json })
-    : benchPdsm(argv.ops, argv.dir, parseSize(argv.size, '--size'), argv.json))));
+  (argv) => run(() => {
+    if (argv.target === 'transport') return benchTransport({ providers: parseProviders(argv.provider), host: argv.host, iterations: argv.iterations, dir: argv.dir, json: argv.json });
+    if (argv.target === 'kv') {
+      return benchKv({
+        records: argv.records, ops: argv.ops, seconds: argv.seconds, valueSizes: argv.valueSizes, workloads: argv.workloads,
+        targets: argv.targets, concurrency: argv.concurrency, seed: argv.seed, json: argv.json, dir: argv.dir,
+      });
+    }
+    return benchPdsm(argv.ops, argv.dir, parseSize(argv.size, '--size'), argv.json);
+  }));
 }
 
 function parseProviders(text: string): ProviderName[] {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { checkPoolFile, ClusterClient, type GlobalAddress } from '../../pdsm';
 import { Random, testSeed } from '../support/random';
-import { startCluster, type TestCluster } from '../support/cluster';
+import { quiesce, startCluster, type TestCluster } from '../support/cluster';
 
 const CHILD = path.join(__dirname, '..', 'support', 'cluster-child.js');
 const INITIAL = 1000n;
@@ -27,16 +27,6 @@ async function balances(client: ClusterClient, accounts: readonly GlobalAddress[
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
-}
-
-/** Wait until no node holds an in-doubt log or an unconfirmed decision. */
-async function quiesce(client: ClusterClient): Promise<void> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const rows = await client.status();
-    if (rows.every((row) => row.status && row.status.inDoubt === 0 && row.status.unconfirmed === 0)) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error('the cluster did not settle its in-doubt transactions');
 }
 
 function runChild(configPath: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {

@@ -4,24 +4,12 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { loadClusterConfig, type ClusterConfig } from '../../pdsm';
+import { loadClusterConfig, type ClusterClient, type ClusterConfig } from '../../pdsm';
+import { freePort } from '../../scripts/commands/local-cluster';
 
 export const CLI = path.join(__dirname, '..', '..', 'scripts', 'cli.js');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export interface TestCluster {
   readonly dir: string;
@@ -110,4 +98,14 @@ export async function startCluster(options: { nodes?: number; transport?: 'tcp' 
     throw error;
   }
   return cluster;
+}
+
+/** Wait until no node holds an in-doubt log or an unconfirmed decision. */
+export async function quiesce(client: ClusterClient): Promise<void> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const rows = await client.status();
+    if (rows.every((row) => row.status && row.status.inDoubt === 0 && row.status.unconfirmed === 0)) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('the cluster did not settle its in-doubt transactions');
 }
