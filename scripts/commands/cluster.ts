@@ -4,7 +4,7 @@
 import type { Argv } from 'yargs';
 import { ClusterClient, formatBytes, loadClusterConfig, NodeDaemon, type ProviderName } from '../../pdsm';
 import { clusterDemo } from './cluster-demo';
-import { EXIT, run } from './run';
+import { EXIT, run, untilSignal } from './run';
 
 export function registerClusterCommands(yargs: Argv): Argv {
   return yargs
@@ -19,15 +19,7 @@ export function registerClusterCommands(yargs: Argv): Argv {
         log: (line) => console.log(`${new Date().toISOString()} ${line}`),
       });
       console.log(`dpms node ${argv.id} ready on port ${daemon.port} (pid ${process.pid})`);
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+      await untilSignal();
       await daemon.stop();
       console.log(`dpms node ${argv.id} stopped`);
       return EXIT.ok;

@@ -10,7 +10,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Argv } from 'yargs';
 import { KEEP, KvStore, prefixUpperBound, RespGateway, type KvEntry, type KvIteratorOptions } from '../../kvs';
 import { ClusterClient, DpmsError, loadClusterConfig, type ProviderName } from '../../pdsm';
-import { EXIT, run } from './run';
+import { EXIT, run, untilSignal } from './run';
 
 interface StoreArguments {
   readonly config: string;
@@ -79,15 +79,7 @@ export function registerKvCommands(yargs: Argv): Argv {
         try {
           const port = await gateway.start({ port: argv.port, host: argv.host });
           console.log(`dpms kv gateway for store '${store.name}' ready on port ${port} (pid ${process.pid})`);
-          await new Promise<void>((resolve) => {
-            const stop = (): void => {
-              process.off('SIGINT', stop);
-              process.off('SIGTERM', stop);
-              resolve();
-            };
-            process.on('SIGINT', stop);
-            process.on('SIGTERM', stop);
-          });
+          await untilSignal();
         } finally {
           await gateway.close();
           await store.close();

@@ -25,3 +25,16 @@ export async function run(body: () => number | Promise<number>): Promise<void> {
     throw error;
   }
 }
+
+/** Resolves at the first SIGINT or SIGTERM: how long-running commands (node start, kv serve) wait to stop cleanly. */
+export function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
