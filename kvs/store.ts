@@ -297,7 +297,7 @@ export class KvStore {
       const results: Array<{ ok: boolean; value?: unknown; error?: unknown }> = [];
       for (const group of groups) {
         try {
-          results.push({ ok: true, value: await this.applyGroup(tx, builder, group.ops, birth, allocate) });
+          results.push({ ok: true, value: await this.applyGroup(builder, group.ops, birth, allocate) });
         } catch (error) {
           if (!(error instanceof GroupError)) throw error;
           results.push({ ok: false, error: error.cause });
@@ -331,7 +331,7 @@ export class KvStore {
 
   // Run one group against the version being built: compute its effect first (so a failing update leaves
   // nothing behind), then apply it. A GroupError fails only this group.
-  private async applyGroup(tx: ClusterTransaction, builder: TreeBuilder, ops: readonly Op[], birth: number, allocate: (bytes: Buffer) => Promise<GlobalAddress>): Promise<unknown> {
+  private async applyGroup(builder: TreeBuilder, ops: readonly Op[], birth: number, allocate: (bytes: Buffer) => Promise<GlobalAddress>): Promise<unknown> {
     const effects = new Map<string, { key: Buffer; value: Buffer | undefined }>();
     const current = async (key: Buffer): Promise<Buffer | undefined> => {
       const staged = effects.get(key.toString('latin1'));

@@ -314,7 +314,7 @@ export class TreeBuilder {
     return true;
   }
 
-  /** Keys in [start, end) bounds order, as a range walk of the version being built (for clear). */
+  /** The keys `accept` places inside the range, in order (reverse: descending), at most `limit` (-1: all), in the version being built (for clear). */
   async keysIn(accept: (key: Buffer) => -1 | 0 | 1, reverse: boolean, limit: number): Promise<Buffer[]> {
     // accept: -1 before the range, 0 inside, 1 after it (in key order).
     const keys: Buffer[] = [];

@@ -81,6 +81,14 @@ describe('KvStore under kill -9 of clients and nodes (3 tcp nodes)', () => {
     return worker;
   };
 
+  /** The put-heavy group of the kill tests: three mixed workers on own and shared keys, followed by `ledger`, ready. */
+  const startMixGroup = async (store: string, ids: readonly number[], seed: number, ledger: Ledger): Promise<WorkerProcess[]> => {
+    const group = ids.map((id) => spawnWorker({ mode: 'mix', store, id, seed: seed + id, ownKeys: 40, sharedKeys: 24, loops: 3, bigChance: 0.02 }));
+    group.forEach((worker) => ledger.follow(worker));
+    await Promise.all(group.map((worker) => worker.waitFor((fields) => fields[0] === 'ready', 'ready')));
+    return group;
+  };
+
   /**
    * Read the whole store through a fresh client: every value well-formed, written by an allowed writer,
    * never one whose put definitely failed, and never older than its owner's last acknowledged put;
@@ -259,9 +267,7 @@ describe('KvStore under kill -9 of clients and nodes (3 tcp nodes)', () => {
     const name = 'client-kill';
     const ledger = new Ledger();
     const ids = [1, 2, 3];
-    const group = ids.map((id) => spawnWorker({ mode: 'mix', store: name, id, seed: seed + id, ownKeys: 40, sharedKeys: 24, loops: 3, bigChance: 0.02 }));
-    group.forEach((worker) => ledger.follow(worker));
-    await Promise.all(group.map((worker) => worker.waitFor((fields) => fields[0] === 'ready', 'ready')));
+    const group = await startMixGroup(name, ids, seed, ledger);
     await sleep(1500 + random.int(2500));
     const victim = group[random.int(group.length)];
     await victim.kill();
@@ -288,9 +294,7 @@ describe('KvStore under kill -9 of clients and nodes (3 tcp nodes)', () => {
     const name = 'node-kill';
     const ledger = new Ledger();
     const ids = [11, 12, 13];
-    const group = ids.map((id) => spawnWorker({ mode: 'mix', store: name, id, seed: seed + id, ownKeys: 40, sharedKeys: 24, loops: 3, bigChance: 0.02 }));
-    group.forEach((worker) => ledger.follow(worker));
-    await Promise.all(group.map((worker) => worker.waitFor((fields) => fields[0] === 'ready', 'ready')));
+    const group = await startMixGroup(name, ids, seed, ledger);
     // Two rounds, each on a node picked by the seed: a kill at a random moment, a random outage, a restart.
     for (let round = 0; round < 2; round++) {
       await sleep(1000 + random.int(1500));
