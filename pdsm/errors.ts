@@ -28,7 +28,9 @@ export type DpmsErrorCode =
   // distributed pDSM (pdsm/cluster)
   | 'DPMS_IN_DOUBT' | 'DPMS_TX_ABORTED' | 'DPMS_TX_UNKNOWN' | 'DPMS_CONFIG' | 'DPMS_RPC'
   // key-value store (kvs/)
-  | 'DPMS_KEY_TOO_LARGE' | 'DPMS_VALUE_TOO_LARGE';
+  | 'DPMS_KEY_TOO_LARGE' | 'DPMS_VALUE_TOO_LARGE'
+  // file system (fs/): a POSIX error, its errno name in FsError.errno
+  | 'DPMS_FS';
 
 export class DpmsError extends Error {
   readonly code: DpmsErrorCode;
