@@ -26,7 +26,13 @@ export const isReg = (mode: number): boolean => (mode & S_IFMT) === S_IFREG;
 
 const mask = (depth: number): number => depth >= 32 ? 0xffff_ffff : (2 ** depth) - 1;
 
-interface CachedBucket { bucket: Bucket; isNew: boolean; dirty: boolean }
+/** A bucket read (or made) by this operation; bytes from `dirtyFrom` on, and the header, are rewritten at the end. */
+interface CachedBucket { bucket: Bucket; isNew: boolean; dirty: boolean; dirtyFrom: number }
+const offsetOfEntry = (bucket: Bucket, index: number): number => {
+  let at = BUCKET_HEADER_BYTES;
+  for (let i = 0; i < index; i++) at += entryBytes(bucket.entries[i].name);
+  return at;
+};
 interface DirState { table: GlobalAddress[]; tableChanged: boolean; buckets: Map<GlobalAddress, CachedBucket> }
 interface CachedPage { bytes: Buffer; isNew: boolean }
 
@@ -88,7 +94,7 @@ export class MetaOp {
     if (cached) return cached;
     const bucket = decodeBucket(await this.client.read(address, BUCKET_BYTES), address, inode.ino, inode.generation);
     if (!bucket) throw fsError('EIO', 'DPMS_CORRUPTION', `directory ${inode.ino}: bucket ${address} does not check out`);
-    cached = { bucket, isNew: false, dirty: false };
+    cached = { bucket, isNew: false, dirty: false, dirtyFrom: BUCKET_BYTES };
     state.buckets.set(address, cached);
     return cached;
   }
@@ -109,6 +115,7 @@ export class MetaOp {
     const cached = await this.bucket(inode, state, state.table[hash & mask(inode.height)]);
     const index = cached.bucket.entries.findIndex((entry) => entry.hash === hash && Buffer.compare(entry.name, name) === 0);
     if (index < 0) throw fsError('ENOENT', 'no such entry');
+    cached.dirtyFrom = Math.min(cached.dirtyFrom, offsetOfEntry(cached.bucket, index));
     const [entry] = cached.bucket.entries.splice(index, 1);
     cached.dirty = true;
     inode.entries -= 1;
@@ -127,7 +134,7 @@ export class MetaOp {
       state.table = [address];
       state.tableChanged = true;
       inode.height = 0;
-      state.buckets.set(address, { bucket: { address, localDepth: 0, prefix: 0, entries: [] }, isNew: true, dirty: true });
+      state.buckets.set(address, { bucket: { address, localDepth: 0, prefix: 0, entries: [] }, isNew: true, dirty: true, dirtyFrom: BUCKET_HEADER_BYTES });
     }
     for (;;) {
       const cached = await this.bucket(inode, state, state.table[hash & mask(inode.height)]);
@@ -137,6 +144,7 @@ export class MetaOp {
       if (used + entryBytes(name) <= BUCKET_BYTES) {
         bucket.entries.push(entry);
         cached.dirty = true;
+        cached.dirtyFrom = Math.min(cached.dirtyFrom, used);
         break;
       }
       // Split: double the table first when the bucket is as deep as the table.
@@ -152,7 +160,8 @@ export class MetaOp {
       bucket.entries = bucket.entries.filter((existing) => (existing.hash & bit) === 0);
       bucket.localDepth = depth + 1;
       cached.dirty = true;
-      state.buckets.set(sibling.address, { bucket: sibling, isNew: true, dirty: true });
+      cached.dirtyFrom = BUCKET_HEADER_BYTES;
+      state.buckets.set(sibling.address, { bucket: sibling, isNew: true, dirty: true, dirtyFrom: BUCKET_HEADER_BYTES });
       const siblingMask = mask(depth + 1);
       for (let i = 0; i < state.table.length; i++) if ((i & siblingMask) === sibling.prefix) state.table[i] = sibling.address;
       state.tableChanged = true;
@@ -335,8 +344,13 @@ export class MetaOp {
       for (const cached of state.buckets.values()) {
         if (!cached.dirty || this.freed.has(cached.bucket.address)) continue;
         const bytes = encodeBucket(cached.bucket, inode.ino, inode.generation);
-        if (cached.isNew) await this.client.writePersist(cached.bucket.address, bytes);
-        else await this.tx.write(cached.bucket.address, bytes);
+        if (cached.isNew) {
+          await this.client.writePersist(cached.bucket.address, bytes);
+        } else {
+          // The header (count, used, checksum) and the bytes that changed: an append logs one entry.
+          await this.tx.write(cached.bucket.address, bytes.subarray(0, BUCKET_HEADER_BYTES));
+          if (cached.dirtyFrom < bytes.length) await this.tx.write((cached.bucket.address + cached.dirtyFrom) as GlobalAddress, bytes.subarray(cached.dirtyFrom));
+        }
       }
       if (state.tableChanged) {
         const bytes = encodeTable(inode.ino, state.table);

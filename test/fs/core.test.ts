@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { FileSystem, ROOT_CALLER, RENAME_EXCHANGE, RENAME_NOREPLACE } from '../../fs';
+import { FileSystem, ROOT_CALLER, RENAME_EXCHANGE, RENAME_NOREPLACE, verifyFileSystem } from '../../fs';
 import { ClusterClient } from '../../pdsm';
 import { startCluster, type TestCluster } from '../support/cluster';
 import { Random, testSeed } from '../support/random';
@@ -175,5 +175,23 @@ describe('pDFS core', () => {
     assert.equal((await fs.getxattr(file.ino, 'user.b')).length, 10_000);
     await fs.removexattr(file.ino, 'user.a');
     assert.equal(await errno(fs.getxattr(file.ino, 'user.a')), 'ENODATA');
+  });
+
+  test('the verifier passes on everything above, and finds a planted wrong link count', async () => {
+    const report = await verifyFileSystem(client);
+    assert.deepEqual(report.problems, []);
+    assert.ok(report.files > 2500 && report.directories >= 6, JSON.stringify(report));
+    const file = await fs.lookup(fs.rootIno, name('log'));
+    await fs.link(file.ino, fs.rootIno, name('log2'));
+    // Plant: drop the second name's entry without fixing nlink (a bug the verifier must catch).
+    await client.transaction(async (tx) => {
+      const { MetaOp } = await import('../../fs/op');
+      const op = new MetaOp(client, tx);
+      await op.remove(await op.inode(fs.rootIno), name('log2'));
+      await op.finish();
+    });
+    const planted = await verifyFileSystem(client);
+    assert.equal(planted.problems.length, 1, planted.problems.join('\n'));
+    assert.match(planted.problems[0], /nlink 2, but 1 names/);
   });
 });
