@@ -1,10 +1,25 @@
 // The typed face of the C++ addon (native/src/*.cc): persistent-memory mappings through PMDK's
-// libpmem, the crash simulator that stands in for PM in crash tests, checksums, and the native
-// measurement loops used by `dpms bench`. Everything above native/ reaches the addon through this
-// file only. Errors thrown by the addon are plain Errors whose `code` is a stable DPMS_* string;
+// libpmem, the crash simulator that stands in for PM in crash tests, checksums, the native
+// measurement loops used by `dpms bench`, the transport providers, and the libfuse3 binding
+// (native/fuse.ts, re-exported here). Everything above native/ reaches the addon through this file
+// only. Errors thrown by the addon are plain Errors whose `code` is a stable DPMS_* string;
 // pdsm/errors.ts turns them into typed DpmsErrors.
 
-import path from 'node:path';
+import { rawAddon } from './addon';
+
+export {
+  mountFuse,
+  type FuseAttr,
+  type FuseContext,
+  type FuseDirEntry,
+  type FuseEntry,
+  type FuseMountOptions,
+  type FuseOpenReply,
+  type FuseOperations,
+  type FuseSession,
+  type FuseSetattr,
+  type FuseStatfs,
+} from './fuse';
 
 /** How a mapping makes stores durable. */
 export type FlushMode =
@@ -202,26 +217,7 @@ interface Addon {
   benchMemcpyPersist(mapping: PmMapping, offset: number, chunkBytes: number, totalBytes: number): number;
 }
 
-// The addon is built by node-gyp into native/build/Release; dist/native/index.js sits two levels
-// below the package root, native/index.ts one.
-function loadAddon(): Addon {
-  const candidates = [
-    path.join(__dirname, '..', '..', 'native', 'build', 'Release', 'dpms_native.node'),
-    path.join(__dirname, 'build', 'Release', 'dpms_native.node'),
-  ];
-  let lastError: unknown;
-  for (const candidate of candidates) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      return require(candidate) as Addon;
-    } catch (error) {
-      lastError = error;
-    }
-  }
-  throw new Error(`dpms native addon not found (run scripts/setup.sh or npm run build:native): ${String(lastError)}`);
-}
-
-const addon = loadAddon();
+const addon = rawAddon as Addon;
 
 function providerFunction<K extends keyof Addon>(name: K): NonNullable<Addon[K]> {
   const fn = addon[name];

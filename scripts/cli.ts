@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The dpms command line: formats, inspects, checks and benchmarks pools, runs cluster nodes and
-// shows their status, serves and edits the key-value store (dpms kv), and runs the demo.
+// shows their status, serves and edits the key-value store (dpms kv), mounts the file system (dpms
+// mount, umount), and runs the demo.
 // Bad arguments print usage and exit with status 2; typed errors print their code and exit 3.
 
 import yargs from 'yargs';
@@ -9,6 +10,7 @@ import { registerBenchCommands } from './commands/bench';
 import { registerClusterCommands } from './commands/cluster';
 import { registerDemoCommand } from './commands/demo';
 import { registerKvCommands } from './commands/kv';
+import { registerMountCommands } from './commands/mount';
 import { registerPoolCommands } from './commands/pool';
 import { EXIT } from './commands/run';
 import { isDpmsError } from '../pdsm';
@@ -22,6 +24,7 @@ async function main(): Promise<void> {
   parser = registerBenchCommands(parser);
   parser = registerClusterCommands(parser);
   parser = registerKvCommands(parser);
+  parser = registerMountCommands(parser);
   await parser
     .demandCommand(1, 'name a command')
     .strict()

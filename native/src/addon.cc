@@ -1,5 +1,6 @@
 // Entry point of the dpms_native addon: the module's exports (native/index.ts is their typed face):
-// openPool, createSim, crc32c, the native bench loops, and the transport providers (tcp.cc, verbs.cc).
+// openPool, createSim, crc32c, the native bench loops, the transport providers (tcp.cc, verbs.cc) and the
+// libfuse3 binding (fuse.cc).
 #include <napi.h>
 
 #include <cerrno>
@@ -13,6 +14,7 @@
 #include "args.h"
 #include "crc32c.h"
 #include "errors.h"
+#include "fuse.h"
 #include "mapping.h"
 #include "region.h"
 #include "tcp.h"
@@ -151,6 +153,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("benchMemcpyPersist", Napi::Function::New(env, BenchMemcpyPersist, "benchMemcpyPersist"));
   InitTcp(env, exports);
   InitVerbs(env, exports);
+  InitFuse(env, exports);
   return exports;
 }
 
