@@ -5,14 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Libraries the addon links (libpmem, OpenSSL's libcrypto, rdma-core), FUSE for pDFS, and the build
-# tools node-gyp uses. qemu, busybox, cpio, kmod and the rdma-core providers run the soft-RoCE VM in
-# which the verbs provider is tested (scripts/rxe-vm.sh). redis-server and redis-tools are the peer
+# Libraries the addon links (libpmem, OpenSSL's libcrypto, rdma-core, libfuse3 for pDFS's mount), and the
+# build tools node-gyp uses; fio, bindfs (the FUSE peer) and attr for pDFS's benchmark and tests.
+# qemu, busybox, cpio, kmod and the rdma-core providers run the soft-RoCE VM in which the verbs
+# provider is tested (scripts/rxe-vm.sh). redis-server and redis-tools are the peer
 # and the real client of the RESP gateway (tests and `dpms bench kv`).
 packages=(
   build-essential python3 pkg-config
   libpmem-dev libssl-dev libibverbs-dev librdmacm-dev ibverbs-utils rdmacm-utils ibverbs-providers rdma-core
-  libfuse2 fuse3
+  libfuse3-dev fuse3 fio bindfs attr
   qemu-system-x86 busybox-static cpio kmod iproute2
   redis-server redis-tools
 )
