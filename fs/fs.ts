@@ -38,6 +38,8 @@ const XATTR_REPLACE = 2;
 const FREE_BATCH = 2048;
 const BLOCK = FS_LIMITS.blockBytes;
 const READ_RETRIES = 20;
+const MIN_TIME_NS = -(2n ** 63n);
+const MAX_TIME_NS = 2n ** 63n - 1n;
 /** Smallest capacity worth giving a block; then powers of two up to 64 KiB, then whole 256-KiB chunks, then a block. */
 const capacityFor = (needed: number): number => {
   if (needed <= 64) return 64;
@@ -630,6 +632,9 @@ export class FileSystem {
   async setattr(caller: Caller, ino: number, changes: {
     mode?: number; uid?: number; gid?: number; size?: number; atimeNs?: bigint | 'now'; mtimeNs?: bigint | 'now';
   }): Promise<Inode> {
+    for (const time of [changes.atimeNs, changes.mtimeNs]) {
+      if (typeof time === 'bigint' && (time < MIN_TIME_NS || time > MAX_TIME_NS)) throw fsError('EOVERFLOW', 'times are kept as signed 64-bit nanoseconds: 1677-09-21 to 2262-04-11');
+    }
     if (changes.size !== undefined) {
       if (!Number.isSafeInteger(changes.size) || changes.size < 0) throw fsError('EINVAL', 'negative size');
       if (changes.size > FS_LIMITS.maxFileBytes) throw fsError('EFBIG', `files are at most ${FS_LIMITS.maxFileBytes} bytes`);

@@ -19,6 +19,8 @@ export const ENTRY_TIMEOUT_S = 1;
 export const ATTR_TIMEOUT_S = 1;
 const FUSE_ROOT_ID = 1;
 const O_ACCMODE = 3;
+// O_APPEND handles use direct I/O: through the page cache the kernel cuts an append at page
+// boundaries computed from its cached size, and another mount's append could land between the pieces.
 const O_APPEND = constants.O_APPEND;
 const O_DIRECTORY = constants.O_DIRECTORY;
 const S_IFMT = 0o170000;
@@ -77,8 +79,11 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
     async setattr(ctx, ino, changes) {
       return attr(await fs.setattr(caller(ctx), toIno(ino), changes));
     },
-    async readlink(_ctx, ino) {
-      return fs.readlink(toIno(ino));
+    async readlink(_ctx, fuseIno) {
+      const ino = toIno(fuseIno);
+      const target = await fs.readlink(ino);
+      await fs.touchAtime(ino, await fs.stat(ino));
+      return target;
     },
     async mknod(ctx, parent, name, mode, rdev) {
       return entry(await fs.mknod(caller(ctx), toIno(parent), name, mode, rdev));
@@ -106,7 +111,7 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
       const inode = await fs.stat(ino);
       if (isDir(inode.mode)) throw fsError('EISDIR', 'is a directory');
       if (flags & O_DIRECTORY) throw fsError('ENOTDIR', 'not a directory');
-      return { fh: openFile(ino, flags) };
+      return { fh: openFile(ino, flags), directIo: (flags & O_APPEND) !== 0 };
     },
     async read(_ctx, fuseIno, fh, size, offset) {
       const ino = toIno(fuseIno);
@@ -152,6 +157,7 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
         ];
         for (const item of listed) all.push({ name: item.name, ino: toFuse(item.ino), mode: item.type << 12, nextOffset: all.length + 1 });
         dir.entries = all;
+        await fs.touchAtime(ino, inode);
       }
       return dir.entries.slice(offset, offset + READDIR_SLICE);
     },
@@ -176,8 +182,10 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
     async getxattr(_ctx, ino, name) {
       return fs.getxattr(toIno(ino), name);
     },
-    async listxattr(_ctx, ino) {
-      return fs.listxattr(toIno(ino));
+    async listxattr(ctx, ino) {
+      // trusted.* names are for CAP_SYS_ADMIN only; the kernel leaves hiding them to the file system.
+      const names = await fs.listxattr(toIno(ino));
+      return ctx.uid === 0 ? names : names.filter((name) => !name.startsWith('trusted.'));
     },
     async removexattr(_ctx, ino, name) {
       await fs.removexattr(toIno(ino), name);
@@ -191,7 +199,7 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
     async create(ctx, parent, name, mode, flags) {
       const inode = await fs.mknod(caller(ctx), toIno(parent), name, mode, 0);
       if (!isReg(inode.mode)) throw fsError('EINVAL', 'create makes regular files');
-      return { entry: entry(inode), open: { fh: openFile(inode.ino, flags) } };
+      return { entry: entry(inode), open: { fh: openFile(inode.ino, flags), directIo: (flags & O_APPEND) !== 0 } };
     },
   };
 }
