@@ -554,13 +554,13 @@ const NOTES = [
   RESP_SCAN_WHY,
 ];
 
-/** Two decimals, or three where two would round a missed goal up to it (0.4993 is not 0.50). */
-function formatRatio(value: number, goal?: number): string {
+/** Two decimals, or three where two would round a missed goal up to it (0.4993 is not 0.50). Also bench-fs.ts's. */
+export function formatRatio(value: number, goal?: number): string {
   const text = value.toFixed(2);
   return goal !== undefined && value < goal && Number(text) >= goal ? value.toFixed(3) : text;
 }
 
-function fixed(value: number | undefined, digits: number): string {
+export function fixed(value: number | undefined, digits: number): string {
   return value === undefined ? '' : value.toFixed(digits);
 }
 

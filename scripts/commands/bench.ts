@@ -2,7 +2,8 @@
 // each printed as a ratio of the machine's own limit measured in the same run by native loops
 // (64-B store + flush + fence; memcpy + persist bandwidth). `dpms bench transport` (bench-transport.ts)
 // measures the transport providers against raw TCP; `dpms bench kv` (bench-kv.ts) runs YCSB workloads
-// against pDKVS, LevelDB and Redis. Programs that print numbers; tests never assert timings.
+// against pDKVS, LevelDB and Redis; `dpms bench fs` (bench-fs.ts) runs fio and a metadata benchmark on
+// a dpms mount, bindfs and tmpfs. Programs that print numbers; tests never assert timings.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,17 +12,19 @@ import type { Argv } from 'yargs';
 import { benchMemcpyPersist, benchStoreFlushFence } from '../../native';
 import { DpmsError, formatPoolFile, Pdsm, type GlobalAddress } from '../../pdsm';
 import type { ProviderName } from '../../pdsm/transport';
+import { benchFs } from './bench-fs';
+import { FS_TARGETS } from './bench-fs-targets';
 import { benchKv, KV_TARGETS } from './bench-kv';
 import { benchTransport } from './bench-transport';
 import { formatBytes, parseSize } from '../../pdsm';
 import { EXIT, run } from './run';
 
 export function registerBenchCommands(yargs: Argv): Argv {
-  return yargs.command('bench <target>', 'run a benchmark (targets: pdsm, transport, kv)', (y) => y
-    .positional('target', { type: 'string', choices: ['pdsm', 'transport', 'kv'] as const, demandOption: true })
+  return yargs.command('bench <target>', 'run a benchmark (targets: pdsm, transport, kv, fs)', (y) => y
+    .positional('target', { type: 'string', choices: ['pdsm', 'transport', 'kv', 'fs'] as const, demandOption: true })
     .option('ops', { type: 'number', default: 100_000, describe: 'pdsm: operations per measurement; kv: operations per workload' })
-    .option('dir', { type: 'string', describe: 'where to put the pools (default /dev/shm, a tmpfs)' })
-    .option('size', { type: 'string', default: '256M', describe: 'pdsm: pool size' })
+    .option('dir', { type: 'string', describe: 'where to put the pools (default /dev/shm, a tmpfs; fs: must be a tmpfs)' })
+    .option('size', { type: 'string', describe: 'pdsm: pool size (default 256M); fs: the fio file (default 256M, --quick 32M)' })
     .option('provider', { type: 'string', default: 'tcp,local,verbs', describe: 'transport: providers to measure, comma-separated' })
     .option('host', { type: 'string', default: '127.0.0.1', describe: 'transport: the address the node listens on (verbs: an RDMA device\'s IP)' })
     .option('iterations', { type: 'number', default: 20_000, describe: 'transport: operations per small-operation row (1-MiB rows do 1/10)' })
@@ -29,19 +32,29 @@ export function registerBenchCommands(yargs: Argv): Argv {
     .option('seconds', { type: 'number', describe: 'kv: run each workload this long instead of --ops operations' })
     .option('value-sizes', { type: 'string', default: '100,1024', describe: 'kv: value sizes in bytes, comma-separated (a table each)' })
     .option('workloads', { type: 'string', default: 'a,b,c,e', describe: 'kv: YCSB workloads, comma-separated (a, b, c, e)' })
-    .option('targets', { type: 'string', default: KV_TARGETS.join(','), describe: 'kv: what to measure, comma-separated' })
-    .option('concurrency', { type: 'number', default: 32, describe: 'kv: closed-loop workers (and RESP connections)' })
+    .option('targets', { type: 'string', describe: `what to measure, comma-separated (kv: default ${KV_TARGETS.join(',')}; fs: default ${FS_TARGETS.join(',')})` })
+    .option('concurrency', { type: 'number', describe: 'kv: closed-loop workers and RESP connections (default 32); fs: metadata worker processes (default 1)' })
     .option('seed', { type: 'number', default: 1, describe: 'kv: seed of the generated operations and values' })
+    .option('runtime', { type: 'number', describe: 'fs: seconds after which a random-I/O job stops (default 10, --quick 2)' })
+    .option('files', { type: 'number', describe: 'fs: small files of the metadata benchmark (default 10000, --quick 1000)' })
+    .option('transport', { type: 'string', choices: ['local', 'tcp'], describe: 'fs: how the dpms mount reaches the nodes (default local)' })
+    .option('quick', { type: 'boolean', default: false, describe: 'fs: small sizes, about ten seconds of measuring' })
     .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
   (argv) => run(() => {
     if (argv.target === 'transport') return benchTransport({ providers: parseProviders(argv.provider), host: argv.host, iterations: argv.iterations, dir: argv.dir, json: argv.json });
     if (argv.target === 'kv') {
       return benchKv({
         records: argv.records, ops: argv.ops, seconds: argv.seconds, valueSizes: argv.valueSizes, workloads: argv.workloads,
-        targets: argv.targets, concurrency: argv.concurrency, seed: argv.seed, json: argv.json, dir: argv.dir,
+        targets: argv.targets ?? KV_TARGETS.join(','), concurrency: argv.concurrency ?? 32, seed: argv.seed, json: argv.json, dir: argv.dir,
       });
     }
-    return benchPdsm(argv.ops, argv.dir, parseSize(argv.size, '--size'), argv.json);
+    if (argv.target === 'fs') {
+      return benchFs({
+        size: argv.size, runtime: argv.runtime, files: argv.files, concurrency: argv.concurrency, transport: argv.transport,
+        targets: argv.targets, quick: argv.quick, json: argv.json, dir: argv.dir,
+      });
+    }
+    return benchPdsm(argv.ops, argv.dir, parseSize(argv.size ?? '256M', '--size'), argv.json);
   }));
 }
 

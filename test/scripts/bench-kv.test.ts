@@ -4,36 +4,19 @@
 // error (exit 2, DPMS_INVALID_ARGUMENT); and that redis-benchmark's CSV is parsed. No timing is asserted.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { test } from 'node:test';
 import { parseRedisBenchmarkCsv } from '../../scripts/commands/bench-kv';
+import { isAlive, runCli } from '../support/cli';
 
-const CLI = path.join(__dirname, '../../scripts/cli.js');
 const TARGETS = ['dpms-local', 'dpms-tcp', 'classic-level', 'gateway', 'redis'];
 const WORKLOADS = ['load', 'A', 'B', 'C', 'E'];
-
-function dpms(args: string[], timeoutMs: number) {
-  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: timeoutMs });
-  if (result.error) throw result.error;
-  return result;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const scratch = (): string[] => fs.readdirSync('/dev/shm').filter((name) => name.startsWith('dpms-bench-kv-')).sort();
 
 test('quick mode prints a row per target and workload and cleans up after itself', () => {
   const before = scratch();
-  const result = dpms(['bench', 'kv', '--records', '2000', '--ops', '2000', '--value-sizes', '100'], 60_000);
+  const result = runCli(['bench', 'kv', '--records', '2000', '--ops', '2000', '--value-sizes', '100'], 60_000);
   const shown = `status ${result.status}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`;
   assert.equal(result.status, 0, shown);
   const lines = result.stdout.split('\n');
@@ -59,7 +42,7 @@ test('quick mode prints a row per target and workload and cleans up after itself
   const pids = [...result.stderr.matchAll(/node pids ([\d, ]+)/g)].flatMap((match) => match[1].split(', ').map(Number));
   pids.push(...[...result.stderr.matchAll(/(?:redis-server|gateway) pid (\d+)/g)].map((match) => Number(match[1])));
   assert.ok(pids.length >= 3, `no PIDs reported:\n${result.stderr}`);
-  for (const pid of pids) assert.equal(alive(pid), false, `process ${pid} outlived the benchmark`);
+  for (const pid of pids) assert.equal(isAlive(pid), false, `process ${pid} outlived the benchmark`);
   assert.deepEqual(scratch(), before, 'the benchmark left files in /dev/shm');
 });
 
@@ -80,7 +63,7 @@ test('every bad option is a usage error naming the option', () => {
     [['--records', '10000000', '--value-sizes', '1048576'], /tmpfs/],
   ];
   for (const [args, message] of cases) {
-    const result = dpms(['bench', 'kv', ...args], 20_000);
+    const result = runCli(['bench', 'kv', ...args], 20_000);
     assert.equal(result.status, 2, `${args.join(' ')}: status ${result.status}\n${result.stderr}`);
     assert.match(result.stderr, /DPMS_INVALID_ARGUMENT/, args.join(' '));
     assert.match(result.stderr, message, args.join(' '));
