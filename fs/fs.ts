@@ -229,7 +229,8 @@ export class FileSystem {
     if (isDir(inode.mode)) throw fsError('EISDIR', 'is a directory');
     if (offset >= inode.size || size === 0) return Buffer.alloc(0);
     const end = Math.min(inode.size, offset + size);
-    const out = Buffer.alloc(end - offset);
+    // Holes and bytes past a block's capacity read as zeros; everything else is read in place.
+    const out = Buffer.allocUnsafe(end - offset);
     const pages = new Map<GlobalAddress, Promise<Buffer>>();
     const blockRef = async (index: number): Promise<BlockRef | undefined> => {
       if (inode.data === 0) return undefined;
@@ -254,12 +255,10 @@ export class FileSystem {
       const stop = Math.min(end, (index + 1) * BLOCK);
       jobs.push((async () => {
         const ref = await blockRef(index);
-        if (!ref) return;
         const from = start - index * BLOCK;
-        const to = Math.min(stop - index * BLOCK, ref.capacity);
-        if (to <= from) return;
-        const bytes = await this.client.read((ref.address + from) as GlobalAddress, to - from);
-        bytes.copy(out, start - offset);
+        const to = Math.max(from, Math.min(stop - index * BLOCK, ref?.capacity ?? 0));
+        if (to > from) await this.client.readInto((ref!.address + from) as GlobalAddress, out, start - offset, to - from);
+        if (to < stop - index * BLOCK) out.fill(0, start - offset + (to - from), stop - offset);
       })());
     }
     await Promise.all(jobs);

@@ -100,6 +100,12 @@ export class ClusterClient {
     return node.connection.read(REGION.pool, offset, length);
   }
 
+  /** Read into `target` at `targetOffset` (no new buffer: the hot path of file reads). */
+  async readInto(address: GlobalAddress, target: Uint8Array, targetOffset: number, length: number): Promise<void> {
+    const { node, offset } = await this.locate(address, length);
+    return node.connection.readInto(REGION.pool, offset, target, targetOffset, length);
+  }
+
   async write(address: GlobalAddress, data: Uint8Array): Promise<void> {
     const { node, offset } = await this.locate(address, data.length);
     return node.connection.write(REGION.pool, offset, data);
