@@ -7,7 +7,7 @@
 // a reader detects a torn read, or memory freed and reused, and starts over.
 
 import { crc32c } from '../native';
-import { readAddress, writeAddress, type GlobalAddress } from '../pdsm';
+import { readAddress, readU64, writeAddress, writeU64, type GlobalAddress } from '../pdsm';
 import { fsError } from './errno';
 
 const MAGIC_SUPER = 0x53464450; // 'PDFS'
@@ -19,14 +19,6 @@ export const FS_FORMAT_VERSION = 1;
 
 const seedOf = (generation: number): number => generation % 0x1_0000_0000;
 
-export function writeU64(bytes: Buffer, at: number, value: number): void {
-  bytes.writeUInt32LE(value % 0x1_0000_0000, at);
-  bytes.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4);
-}
-
-export function readU64(bytes: Buffer, at: number): number {
-  return bytes.readUInt32LE(at) + bytes.readUInt32LE(at + 4) * 0x1_0000_0000;
-}
 
 // ---- limits ---------------------------------------------------------------------------------------
 export const FS_LIMITS = {

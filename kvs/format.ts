@@ -6,7 +6,7 @@
 // so a reader detects a torn read, and memory that was reclaimed and reused, and starts over.
 
 import { crc32c } from '../native';
-import { DpmsError, readAddress, writeAddress, type GlobalAddress } from '../pdsm';
+import { DpmsError, readAddress, readU64, writeAddress, writeU64, type GlobalAddress } from '../pdsm';
 
 const MAGIC_META = 0x314d564b; // 'KVM1'
 const MAGIC_NODE = 0x314e564b; // 'KVN1'
@@ -17,15 +17,6 @@ const MAGIC_ANCHOR = 0x31414b56; // 'VKA1'
 /** The seed of a checksum: the low 32 bits of the birth version, so a stale copy never checks out. */
 const seedOf = (version: number): number => version % 0x1_0000_0000;
 
-/** u64 fields that hold versions and times: exact as JS numbers below 2^53. */
-function writeU64(bytes: Buffer, at: number, value: number): void {
-  bytes.writeUInt32LE(value % 0x1_0000_0000, at);
-  bytes.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4);
-}
-
-function readU64(bytes: Buffer, at: number): number {
-  return bytes.readUInt32LE(at) + bytes.readUInt32LE(at + 4) * 0x1_0000_0000;
-}
 
 // ---- meta record: 128 B, rewritten (in a pDSM transaction) by every commit -------------------------
 export const META_BYTES = 128;

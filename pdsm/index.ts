@@ -5,7 +5,7 @@ export {
   writeAddress, type GlobalAddress,
 } from './address';
 export { DpmsError, isDpmsError, type DpmsErrorCode } from './errors';
-export { DEFAULTS as FORMAT_DEFAULTS, FORMAT_VERSION, ROOT_BYTES, type Layout } from './layout';
+export { DEFAULTS as FORMAT_DEFAULTS, FORMAT_VERSION, readU64, ROOT_BYTES, writeU64, type Layout } from './layout';
 // The redo-log lane format, for tools and tests that read or craft pool images.
 export { COMMIT, COMMIT_CHECKED_FROM, COMMIT_MAGIC, generationSeed, LANE, RECORD, RECORD_HEADER_BYTES, RecordOp } from './layout';
 export { inspectLane, type LaneState, type RecoveryReport } from './log';
