@@ -17,7 +17,6 @@ const MAGIC_ANCHOR = 0x31414b56; // 'VKA1'
 /** The seed of a checksum: the low 32 bits of the birth version, so a stale copy never checks out. */
 const seedOf = (version: number): number => version % 0x1_0000_0000;
 
-
 // ---- meta record: 128 B, rewritten (in a pDSM transaction) by every commit -------------------------
 export const META_BYTES = 128;
 export const META = {
