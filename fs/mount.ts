@@ -230,7 +230,8 @@ async function raiseReadahead(mountpoint: string): Promise<void> {
 export async function mountFileSystem(client: ClusterClient, mountpoint: string, options: MountOptions = {}): Promise<Mounted> {
   const fs = await FileSystem.open(client, { create: true });
   await fs.recoverOrphans();
-  const fuseOptions = ['fsname=dpms', 'subtype=dpms', 'default_permissions', ...(options.allowOther === false ? [] : ['allow_other']), ...(options.fuseOptions ?? [])];
+  // auto_unmount: a mount process killed -9 leaves no dead mount behind (fusermount3 detaches it).
+  const fuseOptions = ['fsname=dpms', 'subtype=dpms', 'default_permissions', 'auto_unmount', ...(options.allowOther === false ? [] : ['allow_other']), ...(options.fuseOptions ?? [])];
   const session = await mountFuse(mountpoint, fuseOperations(fs), {
     options: fuseOptions, entryTimeoutS: ENTRY_TIMEOUT_S, attrTimeoutS: ATTR_TIMEOUT_S, errnoOf,
   });

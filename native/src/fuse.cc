@@ -292,11 +292,13 @@ void Session::Deliver(Napi::Env env, Napi::Function dispatch, Request& request) 
 
 void CallJs(Napi::Env env, Napi::Function dispatch, std::shared_ptr<Session>* context, Request* raw) {
   std::unique_ptr<Request> request(raw);
-  if (request == nullptr || context == nullptr) return;
+  // env is null only when Node empties the queue while tearing the function down, which it does after
+  // the finalizer has finished the session and freed the context: neither may be touched then.
+  if (env == nullptr || request == nullptr || context == nullptr) return;
   Session& session = **context;
   // After Finish the libfuse session is destroyed: the request's memory went with it (never touch it).
   if (session.finished) return;
-  if (env == nullptr || dispatch.IsEmpty()) {
+  if (dispatch.IsEmpty()) {
     if (request->req != nullptr) fuse_reply_err(request->req, EIO);
     return;
   }
@@ -743,8 +745,14 @@ Napi::Value FuseMount(const Napi::CallbackInfo& info) {
 
   auto* holder = new std::shared_ptr<Session>(session);
   try {
+    // The finalizer runs before Node empties what is left in the queue (environment teardown): the
+    // session is finished there, so the leftovers are dropped without touching libfuse (see CallJs).
     session->tsfn = DispatchTsfn::New(env, info[3].As<Napi::Function>(), "dpms-fuse", 0, 1, holder,
-                                      [](Napi::Env, void*, std::shared_ptr<Session>* context) { delete context; });
+                                      [](Napi::Env, void*, std::shared_ptr<Session>* context) {
+                                        (*context)->tsfnCreated = false;  // being finalized: no Release
+                                        (*context)->Finish();
+                                        delete context;
+                                      });
   } catch (...) {
     delete holder;
     throw;
