@@ -219,14 +219,16 @@ export class FileSystem {
   async readlink(ino: number): Promise<Buffer> {
     const inode = await this.stat(ino);
     if ((inode.mode & S_IFMT) !== S_IFLNK) throw fsError('EINVAL', 'not a symbolic link');
-    if (inode.data === 0) return inode.inline;
-    return this.client.read(inode.data, inode.size);
+    const target = inode.data === 0 ? inode.inline : await this.client.read(inode.data, inode.size);
+    await this.touchAtime(inode);
+    return target;
   }
 
   /** Up to `size` bytes from `offset`; holes read as zeros; shorter at the end of the file. */
   async read(ino: number, offset: number, size: number): Promise<Buffer> {
     const inode = await this.stat(ino);
     if (isDir(inode.mode)) throw fsError('EISDIR', 'is a directory');
+    await this.touchAtime(inode);
     if (offset >= inode.size || size === 0) return Buffer.alloc(0);
     const end = Math.min(inode.size, offset + size);
     // Holes and bytes past a block's capacity read as zeros; everything else is read in place.
@@ -805,12 +807,12 @@ export class FileSystem {
     });
   }
 
-  /** relatime: a read updates atime when it is older than mtime or ctime, or a day old. */
-  async touchAtime(ino: number, inode: Inode): Promise<void> {
+  /** relatime (read, readlink, readdir use it with the inode they already hold): a read updates atime when it is older than mtime or ctime, or a day old. */
+  async touchAtime(inode: Inode): Promise<void> {
     const now = nowNs();
     if (inode.atime > inode.mtime && inode.atime > inode.ctime && now - inode.atime < 86_400n * 1_000_000_000n) return;
-    await this.mutate([ino], async (op) => {
-      const held = await op.inode(ino);
+    await this.mutate([inode.ino], async (op) => {
+      const held = await op.inode(inode.ino);
       held.atime = now;
       op.changed(held);
     });

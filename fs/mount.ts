@@ -79,11 +79,8 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
     async setattr(ctx, ino, changes) {
       return attr(await fs.setattr(caller(ctx), toIno(ino), changes));
     },
-    async readlink(_ctx, fuseIno) {
-      const ino = toIno(fuseIno);
-      const target = await fs.readlink(ino);
-      await fs.touchAtime(ino, await fs.stat(ino));
-      return target;
+    async readlink(_ctx, ino) {
+      return fs.readlink(toIno(ino));
     },
     async mknod(ctx, parent, name, mode, rdev) {
       return entry(await fs.mknod(caller(ctx), toIno(parent), name, mode, rdev));
@@ -116,9 +113,7 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
     async read(_ctx, fuseIno, fh, size, offset) {
       const ino = toIno(fuseIno);
       if ((file(fh).flags & O_ACCMODE) === constants.O_WRONLY) throw fsError('EBADF', 'not open for reading');
-      const data = await fs.read(ino, offset, size);
-      await fs.touchAtime(ino, await fs.stat(ino));
-      return data;
+      return fs.read(ino, offset, size);
     },
     async write(ctx, fuseIno, fh, data, offset) {
       const handle = file(fh);
@@ -157,7 +152,7 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
         ];
         for (const item of listed) all.push({ name: item.name, ino: toFuse(item.ino), mode: item.type << 12, nextOffset: all.length + 1 });
         dir.entries = all;
-        await fs.touchAtime(ino, inode);
+        await fs.touchAtime(inode);
       }
       return dir.entries.slice(offset, offset + READDIR_SLICE);
     },
