@@ -349,7 +349,15 @@ void Loop::Pump(Connection& c) {
   for (;;) {
     if (!ParseFrames(c) || c.closed) return;
     if (c.closeAfterFlush) break;
-    if (c.directLeft == 0 && Paused(c)) break;
+    if (c.directLeft == 0 && Paused(c)) {
+      // Send what we can first: if that drains the output below the cap, the frames already in the
+      // input buffer must be executed now. The client may have sent everything, so no EPOLLIN would
+      // ever come for them (this stall hung a client with hundreds of reads in flight).
+      Flush(c);
+      if (c.closed) return;
+      if (Paused(c)) break;
+      continue;
+    }
     if (budget == 0) break;
 
     uint8_t* dst;
