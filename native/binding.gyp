@@ -13,6 +13,7 @@
         "src/auth.cc",
         "src/crc32c.cc",
         "src/errors.cc",
+        "src/filelock.cc",
         "src/fuse.cc",
         "src/fuse_loop.cc",
         "src/mapping.cc",

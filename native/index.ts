@@ -215,6 +215,8 @@ interface Addon {
   crc32c(data: Uint8Array, offset: number, length: number, seed: number, forceSoftware?: boolean): number;
   benchStoreFlushFence(mapping: PmMapping, offset: number, storeBytes: number, iterations: number): number;
   benchMemcpyPersist(mapping: PmMapping, offset: number, chunkBytes: number, totalBytes: number): number;
+  lockFile(filePath: string): number;
+  unlockFile(fd: number): void;
 }
 
 const addon = rawAddon as Addon;
@@ -297,4 +299,28 @@ export function rawTcpBench(options: RawTcpBenchOptions): RawTcpBenchResult {
     throw Object.assign(new Error('this build of the addon has no rawTcpBench'), { code: 'DPMS_UNSUPPORTED' });
   }
   return fn(options);
+}
+
+/** An exclusive advisory lock (flock) held by this process until release() or its death. */
+export interface FileLock {
+  readonly path: string;
+  release(): void;
+}
+
+/**
+ * Lock a file (created if missing) without waiting: the lock, or undefined when another process (or
+ * another lock in this one) holds it. The kernel releases it when the process dies.
+ */
+export function lockFile(filePath: string): FileLock | undefined {
+  const fd = addon.lockFile(filePath);
+  if (fd < 0) return undefined;
+  let held = true;
+  return {
+    path: filePath,
+    release() {
+      if (!held) return;
+      held = false;
+      addon.unlockFile(fd);
+    },
+  };
 }

@@ -23,4 +23,5 @@ export { loadClusterConfig, parseClusterConfig, nodeConfig, type ClusterConfig, 
 export { NodeDaemon, type DaemonOptions } from './cluster/daemon';
 export { ClusterClient, type ClusterClientOptions } from './cluster/client';
 export { ClusterTransaction } from './cluster/dtx';
-export type { NodeStatus } from './cluster/protocol';
+export type { ClientInfo, ClientSummary, NodeStatus } from './cluster/protocol';
+export { createLogger, silentLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger';

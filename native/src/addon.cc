@@ -14,6 +14,7 @@
 #include "args.h"
 #include "crc32c.h"
 #include "errors.h"
+#include "filelock.h"
 #include "fuse.h"
 #include "mapping.h"
 #include "region.h"
@@ -154,6 +155,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTcp(env, exports);
   InitVerbs(env, exports);
   InitFuse(env, exports);
+  InitFileLock(env, exports);
   return exports;
 }
 

@@ -7,13 +7,14 @@
 // client) and opens new ones, under a new client id, on next use.
 
 import crypto from 'node:crypto';
+import os from 'node:os';
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from '../address';
 import { DpmsError } from '../errors';
 import { retryOnConflict } from '../retry';
 import { connect, type ProviderName } from '../transport';
 import { lockTablePath, type ClusterConfig, type NodeConfig } from './config';
 import { ClusterTransaction } from './dtx';
-import { decodeReply, encodeMessage, REGION, type HelloReply, type NodeStatus } from './protocol';
+import { decodeReply, encodeMessage, REGION, type ClientInfo, type HelloReply, type NodeStatus } from './protocol';
 import { RemoteNode } from './remote-node';
 
 export interface ClusterClientOptions {
@@ -23,6 +24,8 @@ export interface ClusterClientOptions {
   /** Log lanes to ask each node for (concurrent commits per node). */
   readonly lanesPerNode?: number;
   readonly connectTimeoutMs?: number;
+  /** Who this client is, as nodes list it in their status (role 'app' when not given). */
+  readonly info?: Omit<ClientInfo, 'instance' | 'pid' | 'host'> & { readonly pid?: number; readonly host?: string };
 }
 
 export interface ClusterTransactionOptions {
@@ -46,7 +49,15 @@ export class ClusterClient {
   private lastFailureMs = 0;
   private lastAbandonReason = '';
 
-  private constructor(private readonly options: ClusterClientOptions) {}
+  /** Who this client is; the instance stays the same across sessions (reconnects). */
+  readonly info: ClientInfo;
+
+  private constructor(private readonly options: ClusterClientOptions) {
+    this.info = {
+      role: 'app', pid: process.pid, host: os.hostname().slice(0, 255), ...options.info,
+      instance: crypto.randomBytes(8).toString('hex'),
+    };
+  }
 
   /** Connect to every node; a node that cannot be reached now is retried when it is next needed. */
   static async connect(options: ClusterClientOptions): Promise<ClusterClient> {
@@ -217,7 +228,7 @@ export class ClusterClient {
     });
     try {
       if (connection.nodeId !== node.id) throw new DpmsError('DPMS_CONFIG', `${node.host}:${node.port} is node ${connection.nodeId}, not node ${node.id}`);
-      const hello = decodeReply<HelloReply>(await connection.call(encodeMessage({ op: 'hello', clientId: session.clientId, lanes: this.options.lanesPerNode ?? 2 })), `node ${node.id} hello`);
+      const hello = decodeReply<HelloReply>(await connection.call(encodeMessage({ op: 'hello', clientId: session.clientId, lanes: this.options.lanesPerNode ?? 2, info: this.info })), `node ${node.id} hello`);
       if (hello.cluster !== this.options.config.name) throw new DpmsError('DPMS_CONFIG', `node ${node.id} belongs to cluster '${hello.cluster}', not '${this.options.config.name}'`);
       const remote = new RemoteNode(node, connection, hello);
       connection.onClose((reason) => this.abandon(`lost node ${node.id}: ${reason}`, session));

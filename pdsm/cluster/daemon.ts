@@ -16,12 +16,12 @@ import { DpmsError, isDpmsError } from '../errors';
 import { CommitFlags, Decision, decisionGeneration, RECORD, RECORD_HEADER_BYTES, RecordOp, readU64, LANE, laneOffset } from '../layout';
 import { inspectLane, participantsOf, type LaneState } from '../log';
 import { PoolNode } from '../node';
-import { openPool, type PmMapping } from '../../native';
+import { lockFile, openPool, type FileLock, type PmMapping } from '../../native';
 import { connect, serve, type Connection, type Server } from '../transport';
 import { lockTablePath, nodeConfig, type ClusterConfig, type NodeConfig } from './config';
 import {
   decodeReply, decodeRequest, encodeMessage, LOCK_TABLE_BYTES, LOCK_WORDS, lockOffsets, lockTag, NODE_HOLDER_ID,
-  tagClientId, type ChunkGrant, type HelloReply, type LaneGrant, type NodeStatus, type Request,
+  MAX_LISTED_CLIENTS, tagClientId, type ChunkGrant, type ClientInfo, type HelloReply, type LaneGrant, type NodeStatus, type Request,
 } from './protocol';
 
 export interface DaemonOptions {
@@ -36,6 +36,8 @@ interface Session {
   readonly connection: number;
   readonly clientId: number;
   readonly lanes: number[];
+  readonly info: ClientInfo;
+  readonly connectedMs: number;
   lastSeenMs: number;
 }
 
@@ -79,6 +81,7 @@ export class NodeDaemon {
     readonly node: NodeConfig,
     readonly pool: PoolNode,
     private readonly locks: PmMapping,
+    private readonly poolLock: FileLock,
     portOverride: number | undefined,
     private readonly log: (line: string) => void,
   ) {
@@ -113,18 +116,28 @@ export class NodeDaemon {
   /** Open (creating and formatting it if missing) the node's pool, recover it, and serve it. */
   static async start(options: DaemonOptions): Promise<NodeDaemon> {
     const node = nodeConfig(options.config, options.nodeId);
-    let pm: PmOps;
-    if (fs.existsSync(node.pool)) {
-      pm = openPoolFile(node.pool);
-    } else {
-      pm = createPoolFile(node.pool, node.sizeBytes);
-      PoolNode.format(pm, { nodeId: node.id, laneCount: node.lanes });
+    // One process serves a pool: a second `dpms node start` (or dpms up) on it stops here instead of
+    // replaying logs under the first one's feet. The kernel drops the lock when the process dies.
+    const exists = fs.existsSync(node.pool);
+    let pm: PmOps | undefined;
+    let poolLock: FileLock | undefined;
+    try {
+      if (!exists) pm = createPoolFile(node.pool, node.sizeBytes);
+      poolLock = lockFile(node.pool);
+      if (!poolLock) throw new DpmsError('DPMS_BUSY', `pool ${node.pool} is served by another process (is node ${node.id} already running?)`);
+      if (pm) PoolNode.format(pm, { nodeId: node.id, laneCount: node.lanes });
+      else pm = openPoolFile(node.pool);
+    } catch (error) {
+      pm?.close();
+      poolLock?.release();
+      throw error;
     }
     let pool: PoolNode;
     try {
       pool = PoolNode.open(pm, { nodeId: node.id, allowInDoubt: true });
     } catch (error) {
       pm.close();
+      poolLock.release();
       throw error;
     }
     // The lock table is volatile by design: a restart forgets every lock, because every client of
@@ -133,10 +146,11 @@ export class NodeDaemon {
     fs.rmSync(lockPath, { force: true });
     const locks = openPool(lockPath, { createSizeBytes: LOCK_TABLE_BYTES });
     try {
-      return new NodeDaemon(options.config, node, pool, locks, options.portOverride, options.log ?? (() => {}));
+      return new NodeDaemon(options.config, node, pool, locks, poolLock, options.portOverride, options.log ?? (() => {}));
     } catch (error) {
       locks.close();
       pm.close();
+      poolLock.release();
       throw error;
     }
   }
@@ -153,6 +167,7 @@ export class NodeDaemon {
     this.locks.close();
     fs.rmSync(lockTablePath(this.node), { force: true });
     this.pool.close();
+    this.poolLock.release();
   }
 
   status(): NodeStatus {
@@ -166,12 +181,17 @@ export class NodeDaemon {
       if (header.kind !== 3) objects += this.pool.allocator.mediaObjectCount(chunk, header.objectCount);
     }
     const stats = this.server.stats() as unknown as Record<string, number>;
+    const clients = [...this.clients.values()].sort((a, b) => a.connectedMs - b.connectedMs);
     return {
       nodeId: this.node.id, cluster: this.config.name, transport: this.node.transport,
       poolBytes: layout.poolBytes, heapBytes: layout.chunkCount * layout.chunkBytes, chunkBytes: layout.chunkBytes,
       chunkCount: layout.chunkCount, chunksUsed, objects, sessions: this.clients.size,
       lanesFree: layout.laneCount - this.busyLaneCount(), inDoubt: this.inDoubt.length, unconfirmed: this.unconfirmed.length,
       uptimeMs: Date.now() - this.startedMs, transportStats: { ...stats },
+      clients: clients.slice(0, MAX_LISTED_CLIENTS).map((session) => ({
+        ...session.info, clientId: session.clientId, lanes: session.lanes.length, connectedMs: session.connectedMs,
+      })),
+      clientsOmitted: Math.max(0, clients.length - MAX_LISTED_CLIENTS),
     };
   }
 
@@ -207,7 +227,8 @@ export class NodeDaemon {
     }
     const lanes = this.pool.log.grantLanes(Math.min(request.lanes, MAX_LANES_PER_CLIENT));
     if (lanes.length === 0 && request.lanes > 0) throw new DpmsError('DPMS_BUSY', `node ${this.node.id} has no free log lane`);
-    const session: Session = { connection, clientId: request.clientId, lanes, lastSeenMs: Date.now() };
+    const info: ClientInfo = request.info ?? { role: 'app', instance: request.clientId.toString(16).padStart(16, '0') };
+    const session: Session = { connection, clientId: request.clientId, lanes, info, connectedMs: Date.now(), lastSeenMs: Date.now() };
     this.sessions.set(connection, session);
     this.clients.set(request.clientId, session);
     const layout = this.pool.layout;

@@ -53,8 +53,37 @@ export interface LaneGrant {
   readonly decision: string;
 }
 
+/**
+ * Who a client is, told to every node in its hello and listed by `status` (dpms status shows the
+ * cluster's clients from it; dpms check tells a live mount from a dead one by its instance).
+ */
+export interface ClientInfo {
+  /** What kind of client: mount, gateway, cli, check, bench, app. */
+  readonly role: string;
+  /** Random per client object, kept across reconnects (the client id is per session): 16 hex digits. */
+  readonly instance: string;
+  /** Free text, e.g. the mount point or the gateway's address. */
+  readonly label?: string;
+  readonly pid?: number;
+  readonly host?: string;
+  /** Where the client serves Prometheus metrics (http://host:port/metrics), if it does. */
+  readonly metrics?: string;
+}
+
+export const CLIENT_INFO_LIMITS = { role: 16, label: 512, host: 255, metrics: 300 } as const;
+
+/** A client as a node's status lists it. */
+export interface ClientSummary extends ClientInfo {
+  readonly clientId: number;
+  readonly lanes: number;
+  readonly connectedMs: number;
+}
+
+/** A node's status lists at most this many clients (the RPC reply is bounded); `clientsOmitted` counts the rest. */
+export const MAX_LISTED_CLIENTS = 64;
+
 export type Request =
-  | { readonly op: 'hello'; readonly clientId: number; readonly lanes: number }
+  | { readonly op: 'hello'; readonly clientId: number; readonly lanes: number; readonly info?: ClientInfo }
   | { readonly op: 'heartbeat' }
   | { readonly op: 'bye' }
   | { readonly op: 'allocChunk'; readonly classIndex?: number; readonly runChunks?: number }
@@ -87,6 +116,9 @@ export interface NodeStatus {
   readonly unconfirmed: number;
   readonly uptimeMs: number;
   readonly transportStats: Readonly<Record<string, number>>;
+  /** The node's clients (at most MAX_LISTED_CLIENTS; the oldest first). */
+  readonly clients: readonly ClientSummary[];
+  readonly clientsOmitted: number;
 }
 
 /** Largest RPC message either way. */
@@ -118,6 +150,7 @@ export function decodeRequest(bytes: Buffer): Request {
     case 'hello':
       if (!isUint(request.clientId, 0xffff_fffe) || request.clientId === 0) bad('clientId');
       if (!isUint(request.lanes, 64)) bad('lanes');
+      if (request.info !== undefined) checkClientInfo(request.info, bad);
       break;
     case 'heartbeat': case 'bye': case 'status':
       break;
@@ -143,6 +176,22 @@ export function decodeRequest(bytes: Buffer): Request {
       throw new DpmsError('DPMS_RPC', `unknown request ${JSON.stringify(request.op)}`);
   }
   return request as unknown as Request;
+}
+
+const isText = (value: unknown, max: number): value is string => typeof value === 'string' && value.length <= max;
+
+function checkClientInfo(value: unknown, bad: (field: string) => never): void {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) bad('info');
+  const info = value as Record<string, unknown>;
+  for (const key of Object.keys(info)) {
+    if (!['role', 'instance', 'label', 'pid', 'host', 'metrics'].includes(key)) bad(`info.${key}`);
+  }
+  if (!isText(info.role, CLIENT_INFO_LIMITS.role) || !/^[a-z][a-z0-9-]*$/.test(info.role)) bad('info.role');
+  if (typeof info.instance !== 'string' || !/^[0-9a-f]{16}$/.test(info.instance)) bad('info.instance');
+  if (info.label !== undefined && !isText(info.label, CLIENT_INFO_LIMITS.label)) bad('info.label');
+  if (info.pid !== undefined && !isUint(info.pid, 2 ** 31)) bad('info.pid');
+  if (info.host !== undefined && !isText(info.host, CLIENT_INFO_LIMITS.host)) bad('info.host');
+  if (info.metrics !== undefined && !isText(info.metrics, CLIENT_INFO_LIMITS.metrics)) bad('info.metrics');
 }
 
 /** Decode a reply: the payload on success, the remote DpmsError otherwise. */

@@ -34,6 +34,26 @@ for (const transport of ['tcp', 'local'] as const) describe(`cluster of 3 nodes 
     }
   });
 
+  it('every node lists its clients with who they said they are; a second node process on a pool is refused', async () => {
+    const labelled = await ClusterClient.connect({ config: cluster.config, info: { role: 'mount', label: '/mnt/x', metrics: 'http://127.0.0.1:9/metrics' } });
+    try {
+      for (const row of await client.status()) {
+        const mine = row.status!.clients.find((entry) => entry.instance === labelled.info.instance);
+        assert.ok(mine, `node ${row.node.id} lists the client`);
+        assert.equal(mine.role, 'mount');
+        assert.equal(mine.label, '/mnt/x');
+        assert.equal(mine.pid, process.pid);
+        assert.equal(mine.clientId, labelled.clientId);
+        assert.ok(row.status!.clients.some((entry) => entry.instance === client.info.instance && entry.role === 'app'));
+      }
+    } finally {
+      await labelled.close();
+    }
+    const second = spawnSync(process.execPath, [CLI, 'node', 'start', '--config', cluster.configPath, '--id', '1', '--port', '0'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(second.status, 3, second.stdout + second.stderr);
+    assert.match(second.stderr, /DPMS_BUSY: pool .* is served by another process/);
+  });
+
   it('allocates on every node (round-robin placement) and reads back what a transaction wrote', async () => {
     const addresses: GlobalAddress[] = [];
     for (let i = 0; i < 6; i++) addresses.push(await client.alloc(100));
