@@ -21,6 +21,7 @@ import {
   type Inode, type Super,
 } from './format';
 import { isDir, isReg, MetaOp, S_IFDIR, S_IFLNK, S_IFREG } from './op';
+import { mountLiveness, orphanName, parseOrphanName } from './orphans';
 
 export interface Caller { readonly uid: number; readonly gid: number }
 export const ROOT_CALLER: Caller = { uid: 0, gid: 0 };
@@ -439,7 +440,9 @@ export class FileSystem {
       return undefined;
     }
     const orphans = await op.inode(this.orphanIno);
-    await op.insert(orphans, Buffer.from(`${open ? 'open' : 'gone'}-${inode.ino}`), inode.ino, inode.mode);
+    // An open orphan carries its mount's client instance, so that once that mount is gone, a later mount
+    // or `dpms check --repair` can tell it is no longer open anywhere and reclaim it.
+    await op.insert(orphans, Buffer.from(orphanName(open ? 'open' : 'gone', inode.ino, open ? this.client.info.instance : undefined)), inode.ino, inode.mode);
     op.changed(orphans);
     return open ? undefined : inode.ino;
   }
@@ -460,8 +463,8 @@ export class FileSystem {
     await op.free(inode.address, true);
   }
 
-  /** Finish deleting an orphaned inode: free its data in steps, then the inode and its orphan entry. */
-  private async reclaim(ino: number): Promise<void> {
+  /** Finish deleting an orphaned inode: free its data in steps, then the inode and its orphan entry (`name`, or the names this mount writes). */
+  private async reclaim(ino: number, name?: string): Promise<void> {
     for (;;) {
       const done = await this.mutate([ino], async (op) => {
         let inode: Inode;
@@ -485,9 +488,11 @@ export class FileSystem {
           }
         }
         const orphans = await op.inode(this.orphanIno);
-        for (const prefix of ['gone', 'open']) {
-          const name = Buffer.from(`${prefix}-${ino}`);
-          if (await op.find(orphans, name)) await op.remove(orphans, name);
+        const names = new Set([orphanName('gone', ino), orphanName('open', ino), orphanName('open', ino, this.client.info.instance)]);
+        if (name !== undefined) names.add(name);
+        for (const candidate of names) {
+          const bytes = Buffer.from(candidate);
+          if (await op.find(orphans, bytes)) await op.remove(orphans, bytes);
         }
         await this.freeInode(op, inode);
         return true;
@@ -496,15 +501,57 @@ export class FileSystem {
     }
   }
 
-  /** Finish deletions a crashed mount left half done (not files still open in some mount). */
+  /**
+   * Finish deletions a crashed mount left half done, and reclaim files unlinked while open in mounts
+   * that are gone (no node lists their client instance; fs/orphans.ts). Old-form `open-<ino>` names
+   * do not say their mount: they are reclaimed only when no other mount is connected.
+   */
   async recoverOrphans(): Promise<number> {
-    let recovered = 0;
+    const entries = (await this.readdir(this.orphanIno)).map((entry) => ({ entry, parsed: parseOrphanName(entry.name.toString()) }));
+    const instances = entries.flatMap(({ parsed }) => (parsed?.kind === 'open' && parsed.instance !== undefined ? [parsed.instance] : []));
+    const legacy = entries.some(({ parsed }) => parsed?.kind === 'open' && parsed.instance === undefined);
+    const liveness = instances.length > 0 || legacy ? await mountLiveness(this.client, instances) : undefined;
+    const reclaimed = await this.reclaimOrphans({
+      isDead: (instance) => liveness?.isDead(instance) ?? false,
+      legacyOpen: liveness !== undefined && liveness.nodesAnswered > 0 && liveness.otherMounts === 0,
+    });
+    return reclaimed.length;
+  }
+
+  /**
+   * Reclaim every `gone-` orphan and the `open-` orphans whose mount `isDead` (old-form names when
+   * `legacyOpen`); returns what was reclaimed. Each step is its own transaction that re-reads the inode.
+   */
+  async reclaimOrphans(options: { isDead(instance: string): boolean; legacyOpen: boolean }): Promise<Array<{ name: string; ino: number }>> {
+    const reclaimed: Array<{ name: string; ino: number }> = [];
     for (const entry of await this.readdir(this.orphanIno)) {
-      if (!entry.name.toString().startsWith('gone-')) continue;
-      await this.reclaim(entry.ino);
-      recovered++;
+      const name = entry.name.toString();
+      const parsed = parseOrphanName(name);
+      if (!parsed || parsed.ino !== entry.ino) continue;
+      if (parsed.kind === 'open') {
+        if (parsed.instance === undefined ? !options.legacyOpen : !options.isDead(parsed.instance)) continue;
+        if ((this.opens.get(entry.ino) ?? 0) > 0) continue;
+      }
+      await this.reclaim(entry.ino, name);
+      reclaimed.push({ name, ino: entry.ino });
     }
-    return recovered;
+    return reclaimed;
+  }
+
+  /**
+   * Set the link count of `ino` to `expected` if it still is `seen` (`dpms check --repair`, with no
+   * mount running: a count the verifier found wrong). Re-read under the inode's lock; false when changed since.
+   */
+  async repairLinkCount(ino: number, seen: number, expected: number): Promise<boolean> {
+    if (!Number.isSafeInteger(expected) || expected < 1) throw fsError('EINVAL', `a link count of ${expected} cannot be set`);
+    return this.mutate([ino], async (op) => {
+      const inode = await op.inode(ino);
+      if (inode.nlink !== seen) return false;
+      inode.nlink = expected;
+      inode.ctime = nowNs();
+      op.changed(inode);
+      return true;
+    });
   }
 
   async rmdir(parent: number, name: Uint8Array): Promise<void> {

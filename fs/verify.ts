@@ -1,7 +1,8 @@
 // The read-only verifier of a pDFS file system: walks every structure from the root (and the orphan
 // directory) over pDSM and checks the invariants the operations keep (docs/ARCHITECTURE.md, "pDFS",
 // "What the verifier checks"). Run it on a quiet file system (no mount changing it), e.g. after a
-// crash and a restart; crash tests and `dpms fs check` use it.
+// crash and a restart; crash tests and `dpms check` use it (online, `dpms check` runs it again when
+// it finds problems and reports only those that persist).
 
 import type { ClusterClient, GlobalAddress } from '../pdsm';
 import {
@@ -20,12 +21,28 @@ export interface FsVerifyReport {
   readonly dataBytes: number;
   readonly objects: number;
   readonly problems: string[];
+  /** Link counts found wrong (also in problems): what `dpms check --repair` may set. */
+  readonly linkCounts: LinkCountProblem[];
+  /** The orphan directory's entries (files unlinked while open, deletions in progress). */
+  readonly orphanEntries: Array<{ readonly name: string; readonly ino: number }>;
+}
+
+export interface LinkCountProblem {
+  readonly ino: number;
+  readonly path: string;
+  readonly nlink: number;
+  readonly expected: number;
+}
+
+/** The report and every object address the walk saw (for the cluster check's cross-checks). */
+export interface FsVerifyResult extends FsVerifyReport {
+  readonly addresses: ReadonlySet<GlobalAddress>;
 }
 
 const S_IFMT = 0o170000;
 const MAX_PROBLEMS = 1000;
 
-export async function verifyFileSystem(client: ClusterClient): Promise<FsVerifyReport> {
+export async function verifyFileSystem(client: ClusterClient): Promise<FsVerifyResult> {
   const fs = await FileSystem.open(client, { create: false });
   const problems: string[] = [];
   const problem = (text: string): void => {
@@ -43,6 +60,8 @@ export async function verifyFileSystem(client: ClusterClient): Promise<FsVerifyR
   const inodes = new Map<number, Inode>();
   const names = new Map<number, number>(); // ino -> names found
   const counts = { directories: 0, files: 0, symlinks: 0, others: 0, orphans: 0, dataBytes: 0 };
+  const linkCounts: LinkCountProblem[] = [];
+  const orphanEntries: Array<{ name: string; ino: number }> = [];
 
   const load = async (ino: number, where: string): Promise<Inode | undefined> => {
     const known = inodes.get(ino);
@@ -120,6 +139,7 @@ export async function verifyFileSystem(client: ClusterClient): Promise<FsVerifyR
         names.set(child.ino, (names.get(child.ino) ?? 0) + 1);
         if (orphanDir) {
           counts.orphans++;
+          if (orphanEntries.length < MAX_PROBLEMS) orphanEntries.push({ name, ino: entry.ino });
           if (child.nlink !== 0) problem(`${childPath}: an orphan with ${child.nlink} links`);
           if (isReg(child.mode)) await checkFile(child, childPath);
           continue;
@@ -146,7 +166,10 @@ export async function verifyFileSystem(client: ClusterClient): Promise<FsVerifyR
       }
     }
     if (entries !== dir.entries) problem(`${path}: ${entries} entries, its inode says ${dir.entries}`);
-    if (!orphanDir && dir.nlink !== 2 + subdirs) problem(`${path}: nlink ${dir.nlink}, expected ${2 + subdirs}`);
+    if (!orphanDir && dir.nlink !== 2 + subdirs) {
+      problem(`${path}: nlink ${dir.nlink}, expected ${2 + subdirs}`);
+      linkCounts.push({ ino: dir.ino, path, nlink: dir.nlink, expected: 2 + subdirs });
+    }
   };
 
   const root = await load(fs.rootIno, '/');
@@ -159,7 +182,10 @@ export async function verifyFileSystem(client: ClusterClient): Promise<FsVerifyR
   if (orphans) await walk(orphans, '(orphans)', true);
   for (const [ino, count] of names) {
     const inode = inodes.get(ino)!;
-    if (!isDir(inode.mode) && inode.nlink !== 0 && inode.nlink !== count) problem(`inode ${ino}: nlink ${inode.nlink}, but ${count} names`);
+    if (!isDir(inode.mode) && inode.nlink !== 0 && inode.nlink !== count) {
+      problem(`inode ${ino}: nlink ${inode.nlink}, but ${count} names`);
+      linkCounts.push({ ino, path: `inode ${ino}`, nlink: inode.nlink, expected: count });
+    }
   }
-  return { ...counts, objects: owned.size, problems };
+  return { ...counts, objects: owned.size, problems, linkCounts, orphanEntries, addresses: new Set(owned.keys()) };
 }

@@ -7,3 +7,5 @@ export { DpmsLevel, DpmsLevelError, DpmsSnapshot, type DpmsLevelOptions, type Le
 export { RespGateway, type RespGatewayListenOptions, type RespGatewayOptions } from './gateway';
 export { RESP_LIMITS, type RespLimits } from './resp';
 export { globMatch, prefixUpperBound } from './glob';
+// The verifier `dpms check` runs over every store.
+export { verifyKvStores, type KvVerifyOptions, type KvVerifyReport, type KvVerifyResult } from './verify';

@@ -7,6 +7,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { registerBenchCommands } from './commands/bench';
+import { registerCheckCommand } from './commands/check';
 import { registerClusterCommands } from './commands/cluster';
 import { registerDemoCommand } from './commands/demo';
 import { registerKvCommands } from './commands/kv';
@@ -20,6 +21,7 @@ async function main(): Promise<void> {
     .scriptName('dpms')
     .usage('$0 <command> [options]\n\ndpms: a distributed persistent-memory storage system (pDSM, pDFS, pDKVS).');
   parser = registerPoolCommands(parser);
+  parser = registerCheckCommand(parser);
   parser = registerDemoCommand(parser);
   parser = registerBenchCommands(parser);
   parser = registerClusterCommands(parser);

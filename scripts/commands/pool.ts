@@ -1,7 +1,7 @@
-// `dpms format`, `dpms inspect` and `dpms check`: the single-pool commands.
+// `dpms format` and `dpms inspect`: the single-pool commands (`dpms check POOL` is in check.ts).
 
 import type { Argv } from 'yargs';
-import { checkPoolFile, FORMAT_DEFAULTS, formatPoolFile, inspectPoolFile } from '../../pdsm';
+import { FORMAT_DEFAULTS, formatPoolFile, inspectPoolFile } from '../../pdsm';
 import { formatBytes, parseSize } from '../../pdsm';
 import { EXIT, run } from './run';
 
@@ -53,21 +53,5 @@ export function registerPoolCommands(yargs: Argv): Argv {
       for (const lane of report.lanes) counts[lane.state]++;
       console.log(`  log lanes   ${counts.empty} unused, ${counts.void} applied, ${counts.committed} committed awaiting replay, ${counts.torn} torn (discarded at open)`);
       return EXIT.ok;
-    }))
-    .command('check <pool>', 'verify a pool read-only; exit status 0 when clean, 1 when not', (y) => y
-      .positional('pool', { type: 'string', demandOption: true })
-      .option('node', { type: 'number', describe: 'expected node id' })
-      .option('json', { type: 'boolean', default: false }),
-    (argv) => run(() => {
-      const report = checkPoolFile(argv.pool, argv.node);
-      if (argv.json) {
-        console.log(JSON.stringify(report, null, 2));
-      } else {
-        console.log(`check ${argv.pool}: ${report.clean ? 'clean' : `${report.errors.length} problem(s)`}`);
-        console.log(`  log: ${report.pendingLogs} committed transaction(s) to replay, ${report.tornLogs} torn log(s) to discard at the next open, ${report.inDoubt} distributed transaction(s) in doubt (resolved by dpms node start)`);
-        console.log(`  heap: ${report.chunksUsed}/${report.info.layout.chunkCount} chunks used (${report.emptyChunks} empty), ${report.objects} objects, ${formatBytes(report.objectBytes)}`);
-        for (const error of report.errors) console.log(`  error: ${error}`);
-      }
-      return report.clean ? EXIT.ok : EXIT.problems;
     }));
 }

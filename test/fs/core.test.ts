@@ -1,10 +1,11 @@
 // The pDFS core without FUSE, on a real 3-node cluster: names, directories past many bucket splits,
 // files across blocks and holes, truncate, links, rename's rules, xattrs, and that inode numbers of
-// freed inodes are refused (ESTALE).
+// freed inodes are refused (ESTALE), and that files unlinked while open outlive their name only as long
+// as their mount does.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { FileSystem, ROOT_CALLER, RENAME_EXCHANGE, RENAME_NOREPLACE, verifyFileSystem } from '../../fs';
+import { FileSystem, parseOrphanName, ROOT_CALLER, RENAME_EXCHANGE, RENAME_NOREPLACE, verifyFileSystem } from '../../fs';
 import { ClusterClient } from '../../pdsm';
 import { startCluster, type TestCluster } from '../support/cluster';
 import { Random, testSeed } from '../support/random';
@@ -193,5 +194,28 @@ describe('pDFS core', () => {
     const planted = await verifyFileSystem(client);
     assert.equal(planted.problems.length, 1, planted.problems.join('\n'));
     assert.match(planted.problems[0], /nlink 2, but 1 names/);
+  });
+  test('a file unlinked while open is kept as open-<instance>-<ino>, and reclaimed once its mount is gone', async () => {
+    const other = await ClusterClient.connect({ config: cluster.config, info: { role: 'mount', label: '/other' } });
+    const otherFs = await FileSystem.open(other, { create: false });
+    const file = await otherFs.mknod(ROOT_CALLER, fs.rootIno, name('held-open'), 0o100644, 0);
+    await otherFs.write(ROOT_CALLER, file.ino, Buffer.alloc(100_000, 3), 0, false);
+    otherFs.opened(file.ino);
+    await otherFs.unlink(fs.rootIno, name('held-open'));
+    const orphan = `open-${other.info.instance}-${file.ino}`;
+    assert.deepEqual(parseOrphanName(orphan), { kind: 'open', ino: file.ino, instance: other.info.instance });
+    assert.deepEqual(parseOrphanName(`open-${file.ino}`), { kind: 'open', ino: file.ino, instance: undefined });
+    assert.equal(parseOrphanName('open-xyz-1'), undefined);
+    assert.deepEqual((await fs.readdir(fs.orphanIno)).map((entry) => entry.name.toString()), [orphan]);
+    // Its mount is alive: a starting mount leaves it alone, and the mount still reads it.
+    assert.equal(await fs.recoverOrphans(), 0);
+    assert.equal((await otherFs.read(file.ino, 0, 10)).length, 10);
+    await other.close();
+    assert.equal(await fs.recoverOrphans(), 1);
+    assert.deepEqual(await fs.readdir(fs.orphanIno), []);
+    assert.equal(await errno(fs.stat(file.ino)), 'ESTALE');
+    const verified = await verifyFileSystem(client);
+    assert.equal(verified.orphans, 0);
+    assert.deepEqual(verified.problems.filter((problem) => problem.includes(String(file.ino)) || problem.includes('orphan')), []);
   });
 });
