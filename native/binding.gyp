@@ -19,6 +19,7 @@
         "src/mapping.cc",
         "src/pool.cc",
         "src/sim.cc",
+        "src/sysinfo.cc",
         "src/tcp.cc",
         "src/tcp_args.cc",
         "src/tcp_bench.cc",

@@ -324,3 +324,81 @@ export function lockFile(filePath: string): FileLock | undefined {
     },
   };
 }
+
+// ---- Environment facts (`dpms doctor`, native/src/sysinfo.cc) ----
+
+/** One GID table entry of a port (only non-zero entries are listed, at most 16). */
+export interface RdmaGid {
+  readonly index: number;
+  /** Eight colon-separated groups of four hex digits, as ibv_devinfo -v prints it. */
+  readonly gid: string;
+  /** From sysfs gid_attrs, when the kernel has it: "RoCE v2", "IB/RoCE v1". */
+  readonly type?: string;
+  /** The network interface a RoCE GID belongs to (sysfs gid_attrs/ndevs). */
+  readonly netdev?: string;
+}
+
+export interface RdmaPort {
+  /** 1-based port number. */
+  readonly port: number;
+  /** "ACTIVE", "DOWN", "INIT", "ARMED", ... (absent when the port could not be queried). */
+  readonly state?: string;
+  /** "LINK_UP", "POLLING", "DISABLED", ... */
+  readonly physState?: string;
+  readonly linkLayer?: 'Ethernet' | 'InfiniBand';
+  /** Active MTU in bytes (256 .. 4096). */
+  readonly activeMtu?: number;
+  /** InfiniBand local id (0 on RoCE). */
+  readonly lid?: number;
+  readonly gids?: readonly RdmaGid[];
+  /** Why the port could not be queried. */
+  readonly error?: string;
+}
+
+export interface RdmaDevice {
+  readonly name: string;
+  readonly nodeGuid: string;
+  /** "InfiniBand" (also RoCE), "iWARP", ... */
+  readonly transport: string;
+  readonly nodeType: string;
+  readonly fwVersion?: string;
+  readonly ports: readonly RdmaPort[];
+  /** Why the device could not be opened or queried (the rest of the entry is what was known). */
+  readonly error?: string;
+}
+
+export interface PmemInfo {
+  /** libpmem takes the mapping for real persistent memory (DAX), so CPU flushes make stores durable. */
+  readonly isPmem: boolean;
+  readonly mappedBytes: number;
+  /** The platform flushes CPU caches on power loss (eADR). */
+  readonly hasAutoFlush: boolean;
+  /** The libpmem API version the addon was compiled against; `check` is pmem_check_version's complaint, null when the loaded library accepts it. */
+  readonly libpmemVersion: { readonly major: number; readonly minor: number; readonly check: string | null };
+}
+
+interface SysInfoAddon {
+  rdmaDevices?(): RdmaDevice[];
+  pmemInfo?(filePath: string): PmemInfo;
+}
+
+function sysInfoFunction<K extends keyof SysInfoAddon>(name: K): NonNullable<SysInfoAddon[K]> {
+  const fn = (rawAddon as SysInfoAddon)[name];
+  if (typeof fn !== 'function') {
+    throw Object.assign(new Error(`this build of the addon has no ${name} (rebuild it: npm run build:native)`), { code: 'DPMS_UNSUPPORTED' });
+  }
+  return fn as NonNullable<SysInfoAddon[K]>;
+}
+
+/**
+ * The RDMA devices libibverbs finds, with their ports and GIDs. An empty list when there is none (also
+ * when the kernel has no RDMA support at all); a device that cannot be opened has an `error`.
+ */
+export function rdmaDevices(): RdmaDevice[] {
+  return sysInfoFunction('rdmaDevices')();
+}
+
+/** What libpmem makes of an existing file (mapped and unmapped again): real PM or not, and its version. */
+export function pmemInfo(filePath: string): PmemInfo {
+  return sysInfoFunction('pmemInfo')(filePath);
+}

@@ -10,6 +10,7 @@ import { registerBenchCommands } from './commands/bench';
 import { registerCheckCommand } from './commands/check';
 import { registerClusterCommands } from './commands/cluster';
 import { registerDemoCommand } from './commands/demo';
+import { registerDoctorCommand } from './commands/doctor';
 import { registerKvCommands } from './commands/kv';
 import { registerMountCommands } from './commands/mount';
 import { registerPoolCommands } from './commands/pool';
@@ -27,6 +28,7 @@ async function main(): Promise<void> {
   parser = registerClusterCommands(parser);
   parser = registerKvCommands(parser);
   parser = registerMountCommands(parser);
+  parser = registerDoctorCommand(parser);
   await parser
     .demandCommand(1, 'name a command')
     .strict()

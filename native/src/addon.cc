@@ -18,6 +18,7 @@
 #include "fuse.h"
 #include "mapping.h"
 #include "region.h"
+#include "sysinfo.h"
 #include "tcp.h"
 #include "verbs.h"
 
@@ -156,6 +157,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitVerbs(env, exports);
   InitFuse(env, exports);
   InitFileLock(env, exports);
+  InitSysInfo(env, exports);
   return exports;
 }
 

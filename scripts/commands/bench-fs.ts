@@ -25,6 +25,7 @@ import { METADATA_PHASES, type MetadataPhase, type MetadataReply, type MetadataR
 import { LatencyHistogram } from './latency-histogram';
 import { scratchBase } from './local-cluster';
 import { isMounted } from './local-mount';
+import { startProgress } from './progress';
 import { EXIT } from './run';
 
 const KiB = 1024;
@@ -384,7 +385,35 @@ function cpuUsed(before: CpuSample, after: CpuSample): CpuUsed {
   return { serverCpuSeconds: delta(before.server, after.server), nodesCpuSeconds: delta(before.nodes, after.nodes) };
 }
 
-async function runMetadata(target: FsTarget, options: FsBenchOptions, log: (text: string) => void): Promise<Record<MetadataPhase, Cell<MetadataMeasured>>> {
+/**
+ * The run's measuring steps (a fio job or a metadata phase on one target) as one progress bar on
+ * stderr. On a terminal the bar's note names the current step; otherwise the step's own log line
+ * stays (CI logs then show which step is running) beside the plain progress lines.
+ */
+interface Steps {
+  begin(what: string): void;
+  end(): void;
+}
+
+function startSteps(total: number, log: (text: string) => void): Steps & { stop(): void } {
+  const progress = startProgress({ label: 'bench fs', total, unit: 'steps' });
+  const bar = process.stderr.isTTY === true;
+  let done = 0;
+  return {
+    begin(what) {
+      if (!bar) log(`${what} ...`);
+      progress.update(done, what);
+    },
+    end() {
+      progress.update(++done);
+    },
+    stop() {
+      progress.stop();
+    },
+  };
+}
+
+async function runMetadata(target: FsTarget, options: FsBenchOptions, log: (text: string) => void, steps: Steps): Promise<Record<MetadataPhase, Cell<MetadataMeasured>>> {
   const dir = path.join(target.dir, 'metadata');
   const cells: Partial<Record<MetadataPhase, Cell<MetadataMeasured>>> = {};
   await fs.promises.mkdir(dir);
@@ -394,11 +423,12 @@ async function runMetadata(target: FsTarget, options: FsBenchOptions, log: (text
     for (const phase of METADATA_PHASES) {
       if (failedPhase !== undefined) {
         cells[phase] = { failed: `not run: ${failedPhase} failed` };
+        steps.end();
         continue;
       }
       if (target.fuse && phase !== 'create') await sleep(KERNEL_CACHE_EXPIRY_MS);
       checkInterrupted();
-      log(`metadata ${phase} of ${options.files} files on ${target.name} ...`);
+      steps.begin(`metadata ${phase} of ${options.files} files on ${target.name}`);
       const before = target.cpu();
       const replies = await Promise.all(workers.map((worker, index) => {
         const request: MetadataRequest = { phase, dir, files: options.files, fileBytes: FILE_BYTES, worker: index, workers: workers.length };
@@ -411,6 +441,7 @@ async function runMetadata(target: FsTarget, options: FsBenchOptions, log: (text
         failedPhase = phase;
         cells[phase] = { failed: failures[0] };
         log(`  ${target.name}: ${phase} failed: ${failures[0]}`);
+        steps.end();
         continue;
       }
       const histogram = new LatencyHistogram();
@@ -431,6 +462,7 @@ async function runMetadata(target: FsTarget, options: FsBenchOptions, log: (text
         latencyUsP99: histogram.percentileNs(0.99) / 1000,
         ...cpu,
       };
+      steps.end();
     }
   } finally {
     await stopWorkers(workers);
@@ -486,8 +518,18 @@ async function startTargets(options: FsBenchOptions, scratch: string, base: stri
 async function runWorkloads(options: FsBenchOptions, fio: string, targets: readonly FsTarget[], unavailable: Map<FsTargetName, string>,
   log: (text: string) => void): Promise<Results> {
   const skipped = (): Row<never> => Object.fromEntries([...unavailable].map(([name, reason]) => [name, { skipped: reason }]));
-  const workloads = {} as Record<FioWorkload['name'], Row<FioMeasured>>;
   const timeoutMs = STEP_TIMEOUT_MS + options.runtimeSeconds * 1000;
+  const steps = startSteps((FIO_WORKLOADS.length + METADATA_PHASES.length) * targets.length, log);
+  try {
+    return await runSteps(options, fio, targets, skipped, timeoutMs, log, steps);
+  } finally {
+    steps.stop();
+  }
+}
+
+async function runSteps(options: FsBenchOptions, fio: string, targets: readonly FsTarget[], skipped: () => Row<never>, timeoutMs: number,
+  log: (text: string) => void, steps: Steps): Promise<Results> {
+  const workloads = {} as Record<FioWorkload['name'], Row<FioMeasured>>;
   // Targets take turns per workload, so that a noisy minute on the machine does not fall on one target.
   for (const workload of FIO_WORKLOADS) {
     const row: Row<FioMeasured> = skipped();
@@ -497,15 +539,17 @@ async function runWorkloads(options: FsBenchOptions, fio: string, targets: reado
       if (workload.name !== 'seqwrite' && previous !== undefined && !isMeasured(previous)) {
         // Every later job works on the file the sequential write makes.
         row[target.name] = { failed: 'not run: seqwrite failed' };
+        steps.end();
         continue;
       }
-      log(`fio ${workload.name} on ${target.name} ...`);
+      steps.begin(`fio ${workload.name} on ${target.name}`);
       row[target.name] = await measureCell(target, `fio ${workload.name}`, log, async () => {
         const before = target.cpu();
         const result = await runFio(fio, fioArgs(workload, target.dir, options.sizeBytes, options.runtimeSeconds), workload.direction, timeoutMs);
         checkInterrupted();
         return { ...result, ...cpuUsed(before, target.cpu()) };
       });
+      steps.end();
     }
     workloads[workload.name] = row;
   }
@@ -514,7 +558,11 @@ async function runWorkloads(options: FsBenchOptions, fio: string, targets: reado
   const metadata = Object.fromEntries(METADATA_PHASES.map((phase) => [phase, skipped()])) as Record<MetadataPhase, Row<MetadataMeasured>>;
   for (const target of targets) {
     checkInterrupted();
-    const outcome = await measureCell(target, 'metadata', log, () => runMetadata(target, options, log));
+    // A metadata run that fails outright (its workers did not start) still ends all of its steps.
+    let ended = 0;
+    const counted: Steps = { begin: (what) => steps.begin(what), end: () => { ended++; steps.end(); } };
+    const outcome = await measureCell(target, 'metadata', log, () => runMetadata(target, options, log, counted));
+    for (; ended < METADATA_PHASES.length; ended++) steps.end();
     for (const phase of METADATA_PHASES) metadata[phase][target.name] = isMeasured(outcome) ? outcome[phase] : outcome;
   }
   return { workloads, metadata };

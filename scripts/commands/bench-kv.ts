@@ -24,6 +24,7 @@ import {
 } from './bench-kv-targets';
 import { LatencyHistogram } from './latency-histogram';
 import { scratchBase, startLocalCluster, type LocalCluster } from './local-cluster';
+import { startProgress } from './progress';
 import { EXIT } from './run';
 import { keyName, OperationGenerator, WORKLOAD_MIXES, WORKLOADS, type WorkloadName } from './ycsb';
 
@@ -55,6 +56,8 @@ const LOAD_CONCURRENCY = 4;
 const WARM_UP_OPERATIONS = 1000;
 /** The closed loop lets the event loop turn at least this often (see closedLoop). */
 const TURN_INTERVAL_MS = 5;
+/** closedLoop reports progress every this many completed operations (and at the end). */
+const PROGRESS_EVERY_OPERATIONS = 64;
 /** Distinct random values per value size; updates and inserts cycle through them. */
 const VALUE_POOL = 1024;
 /** Log lanes the benchmark's cluster clients ask each node for (the daemon grants at most 4). */
@@ -204,10 +207,12 @@ function checkInterrupted(): void {
 }
 
 /** A closed loop: `concurrency` workers, each issuing its next operation when the last one completes. */
-async function closedLoop(concurrency: number, budget: Budget, step: (index: number) => Promise<boolean>): Promise<Measured> {
+async function closedLoop(concurrency: number, budget: Budget, step: (index: number) => Promise<boolean>,
+  onProgress?: (completed: number, elapsedMs: number) => void): Promise<Measured> {
   const histogram = new LatencyHistogram();
   const limit = budget.operations ?? Number.MAX_SAFE_INTEGER;
   let issued = 0;
+  let completed = 0;
   let misses = 0;
   const start = performance.now();
   const deadline = budget.seconds === undefined ? Infinity : start + budget.seconds * 1000;
@@ -233,8 +238,10 @@ async function closedLoop(concurrency: number, budget: Budget, step: (index: num
       const hit = await step(index);
       histogram.recordNs((performance.now() - began) * 1e6);
       if (!hit) misses++;
+      if (++completed % PROGRESS_EVERY_OPERATIONS === 0) onProgress?.(completed, performance.now() - start);
     }
   }));
+  onProgress?.(completed, performance.now() - start);
   checkInterrupted();
   const elapsedMs = performance.now() - start;
   return {
@@ -250,24 +257,46 @@ export function loadBatchRecords(valueSize: number): number {
   return Math.max(1, Math.min(LOAD_BATCH_RECORDS, Math.floor(LOAD_BATCH_BYTES / (valueSize + 32))));
 }
 
-async function load(target: KvTarget, data: Dataset, records: number): Promise<Measured> {
+async function load(target: KvTarget, data: Dataset, records: number, label: string): Promise<Measured> {
   const perBatch = loadBatchRecords(data.valueSize);
   const batches = Math.ceil(records / perBatch);
-  const measured = await closedLoop(LOAD_CONCURRENCY, { operations: batches }, async (batch) => {
-    const pairs: KvPair[] = [];
-    for (let record = batch * perBatch; record < Math.min(records, (batch + 1) * perBatch); record++) {
-      pairs.push([data.keys(record), data.values[record % VALUE_POOL]]);
-    }
-    await target.load(pairs);
-    return true;
-  });
+  // Counted in records: completed batches x records per batch, capped at the total.
+  const progress = startProgress({ label, total: records, unit: 'records' });
+  let measured: Measured;
+  try {
+    measured = await closedLoop(LOAD_CONCURRENCY, { operations: batches }, async (batch) => {
+      const pairs: KvPair[] = [];
+      for (let record = batch * perBatch; record < Math.min(records, (batch + 1) * perBatch); record++) {
+        pairs.push([data.keys(record), data.values[record % VALUE_POOL]]);
+      }
+      await target.load(pairs);
+      return true;
+    }, (completed) => progress.update(Math.min(records, completed * perBatch)));
+  } finally {
+    progress.stop();
+  }
   // Report records per second; the latencies stay per batch.
   return { ...measured, operations: records, opsPerSecond: measured.opsPerSecond * (records / batches) };
 }
 
+/**
+ * The bar of one workload run (stderr: a bar on a terminal, plain lines otherwise), in operations, or
+ * in seconds when the budget is a time; `tick` is closedLoop's onProgress.
+ */
+function phaseProgress(label: string, budget: Budget): { tick: (completed: number, elapsedMs: number) => void; stop: () => void } {
+  const operations = budget.operations;
+  if (operations !== undefined) {
+    const progress = startProgress({ label, total: operations, unit: 'ops' });
+    return { tick: (completed) => progress.update(Math.min(operations, completed)), stop: () => progress.stop() };
+  }
+  const seconds = budget.seconds ?? 0;
+  const progress = startProgress({ label, total: seconds, unit: 's' });
+  return { tick: (_completed, elapsedMs) => progress.update(Math.min(seconds, Math.floor(elapsedMs / 1000))), stop: () => progress.stop() };
+}
+
 /** One workload against one target: the generator seeded alike for every target. */
 async function runWorkload(target: KvTarget, workload: WorkloadName, data: Dataset, records: number, budget: Budget,
-  concurrency: number, seed: number): Promise<Measured> {
+  concurrency: number, seed: number, label: string): Promise<Measured> {
   const mix = WORKLOAD_MIXES[workload];
   // The warm-up runs the workload's own mix with another seed, minus its inserts (they would take
   // the record numbers the measured run inserts): scans in their place for E.
@@ -276,7 +305,12 @@ async function runWorkload(target: KvTarget, workload: WorkloadName, data: Datas
   await closedLoop(concurrency, { operations: Math.min(WARM_UP_OPERATIONS, budget.operations ?? WARM_UP_OPERATIONS) },
     (index) => perform(target, warmUp, data, index));
   const generator = new OperationGenerator(mix, records, seed, budget.operations ?? 1_000_000);
-  return closedLoop(concurrency, budget, (index) => perform(target, generator, data, index));
+  const progress = phaseProgress(label, budget);
+  try {
+    return await closedLoop(concurrency, budget, (index) => perform(target, generator, data, index), progress.tick);
+  } finally {
+    progress.stop();
+  }
 }
 
 /** The generator's next operation on the target; false when a read or scan found nothing. */
@@ -491,10 +525,9 @@ async function benchValueSize(options: KvBenchOptions, services: Services, value
         rows.push({ workload: 'load', target, skipped: reason });
         continue;
       }
-      log(`value size ${valueSize} B: loading ${options.records} records into ${target} ...`);
       const opened = await openTarget(target, services, options, valueSize);
       open.set(target, opened);
-      const measured = await load(opened, data, options.records);
+      const measured = await load(opened, data, options.records, `value size ${valueSize} B: loading ${target}`);
       rows.push({ workload: 'load', target, ...measured });
     }
     // Targets take turns per workload, so that a noisy minute on the machine does not fall on one target.
@@ -509,8 +542,8 @@ async function benchValueSize(options: KvBenchOptions, services: Services, value
           rows.push({ workload, target, skipped: opened.scanUnsupported });
           continue;
         }
-        log(`value size ${valueSize} B: workload ${workload.toUpperCase()} on ${target} ...`);
-        rows.push({ workload, target, ...await runWorkload(opened, workload, data, options.records, budget, options.concurrency, options.seed) });
+        const label = `value size ${valueSize} B: workload ${workload.toUpperCase()} on ${target}`;
+        rows.push({ workload, target, ...await runWorkload(opened, workload, data, options.records, budget, options.concurrency, options.seed, label) });
       }
     }
   } finally {

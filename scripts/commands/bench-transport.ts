@@ -19,6 +19,7 @@ import { Worker } from 'node:worker_threads';
 import * as native from '../../native';
 import { createPoolFile, isDpmsError, type PmOps } from '../../pdsm';
 import { connect, serve, type Connection, type ProviderName, type Server } from '../../pdsm/transport';
+import { startProgress, type Progress } from './progress';
 import { EXIT } from './run';
 
 const MiB = 1024 * 1024;
@@ -82,26 +83,33 @@ async function measure(name: string, inFlight: number, count: number, op: (slot:
   return summarize(name, inFlight, latencies, performance.now() - start, bytesPerOp);
 }
 
-async function benchConnection(connection: Connection, iterations: number, bulkIterations: number): Promise<Measurement[]> {
+/** Rows benchConnection measures (a progress bar's total). */
+const CONNECTION_ROWS = 6;
+
+async function benchConnection(connection: Connection, iterations: number, bulkIterations: number, progress: Progress): Promise<Measurement[]> {
   const rows: Measurement[] = [];
+  const push = (row: Measurement): void => {
+    rows.push(row);
+    progress.increment(1, `${row.name}, ${row.inFlight} in flight`);
+  };
   const small = Buffer.alloc(64, 0x5a);
   const bulk = Buffer.alloc(MiB, 0xc3);
   // One preallocated target per slot: each slot has one READ in flight at a time.
   const targets = Array.from({ length: Math.max(...IN_FLIGHT) }, () => Buffer.alloc(MiB));
   for (const inFlight of IN_FLIGHT) {
-    rows.push(await measure('read 8 B', inFlight, iterations, (slot) => connection.read(0, slot * 64, 8)));
-    rows.push(await measure('write 64 B + persist', inFlight, iterations, (slot) => connection.writePersist(0, slot * 64, small)));
-    rows.push(await measure('CAS', inFlight, iterations, (slot) => connection.compareAndSwap(0, slot * 64, 0n, 0n)));
-    rows.push(await measure('read 1 MiB', inFlight, bulkIterations, (slot) => connection.read(0, MiB + slot * MiB, MiB), MiB));
-    rows.push(await measure(READ_INTO, inFlight, bulkIterations,
+    push(await measure('read 8 B', inFlight, iterations, (slot) => connection.read(0, slot * 64, 8)));
+    push(await measure('write 64 B + persist', inFlight, iterations, (slot) => connection.writePersist(0, slot * 64, small)));
+    push(await measure('CAS', inFlight, iterations, (slot) => connection.compareAndSwap(0, slot * 64, 0n, 0n)));
+    push(await measure('read 1 MiB', inFlight, bulkIterations, (slot) => connection.read(0, MiB + slot * MiB, MiB), MiB));
+    push(await measure(READ_INTO, inFlight, bulkIterations,
       (slot) => connection.readInto(0, MiB + slot * MiB, targets[slot], 0, MiB), MiB));
-    rows.push(await measure('write 1 MiB', inFlight, bulkIterations, (slot) => connection.write(0, MiB + slot * MiB, bulk), MiB));
+    push(await measure('write 1 MiB', inFlight, bulkIterations, (slot) => connection.write(0, MiB + slot * MiB, bulk), MiB));
   }
   return rows;
 }
 
 async function benchProvider(provider: ProviderName, host: string, poolPath: string, mapping: PmOps,
-  iterations: number, bulkIterations: number): Promise<ProviderResult> {
+  iterations: number, bulkIterations: number, progress: Progress): Promise<ProviderResult> {
   const secret = crypto.randomBytes(32);
   let server: Server;
   try {
@@ -117,7 +125,7 @@ async function benchProvider(provider: ProviderName, host: string, poolPath: str
   try {
     // verbs registers the pool per connection: slow under the soft-RoCE VM's CPU emulation.
     connection = await connect({ provider, host, port: server.port, secret, timeoutMs: 60_000, localRegionPaths: provider === 'local' ? [poolPath] : undefined });
-    return { available: true, rows: await benchConnection(connection, iterations, bulkIterations) };
+    return { available: true, rows: await benchConnection(connection, iterations, bulkIterations, progress) };
   } catch (error) {
     if (isDpmsError(error) && connection === undefined) return { available: false, reason: `${error.code}: ${error.message}` };
     throw error;
@@ -221,14 +229,16 @@ async function netPingPong(port: number, requestBytes: number, responseBytes: nu
   }
 }
 
-async function nodeNetReference(iterations: number, bulkIterations: number): Promise<Measurement[]> {
+async function nodeNetReference(iterations: number, bulkIterations: number, progress: Progress): Promise<Measurement[]> {
   const worker = new Worker(ECHO_SERVER, { eval: true });
   try {
     const port = await new Promise<number>((resolve, reject) => worker.once('message', resolve).once('error', reject));
     const rows: Measurement[] = [];
     for (const inFlight of IN_FLIGHT) {
       rows.push(await netPingPong(port, 32, 24, iterations, inFlight));
+      progress.increment(1, `node net, ${inFlight} in flight`);
       rows.push(await netPingPong(port, 32, MiB, bulkIterations, inFlight));
+      progress.increment(1, `node net bulk, ${inFlight} in flight`);
     }
     return rows;
   } finally {
@@ -259,28 +269,41 @@ export async function benchTransport(options: TransportBenchOptions): Promise<nu
   const base = options.dir ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
   const poolPath = path.join(base, `dpms-bench-transport-${process.pid}.pool`);
   fs.rmSync(poolPath, { force: true });
-  const log = (text: string): void => {
-    if (!options.json) console.error(text);
-  };
   const providers: Partial<Record<ProviderName, ProviderResult>> = {};
   let mapping: PmOps | undefined;
   try {
     mapping = createPoolFile(poolPath, POOL_BYTES);
     mapping.buffer.fill(0); // touch every page now, not during the first measurement
     for (const provider of options.providers) {
-      log(`measuring ${provider} ...`);
-      providers[provider] = await benchProvider(provider, options.host, poolPath, mapping, iterations, bulkIterations);
+      // A bar per provider (stderr), in measured rows; an unavailable provider stops it short.
+      const progress = startProgress({ label: `measuring ${provider}`, total: CONNECTION_ROWS * IN_FLIGHT.length, unit: 'rows' });
+      try {
+        const result = await benchProvider(provider, options.host, poolPath, mapping, iterations, bulkIterations, progress);
+        if (!result.available) progress.update(0, 'unavailable (see the table)');
+        providers[provider] = result;
+      } finally {
+        progress.stop();
+      }
     }
   } finally {
     mapping?.close();
     fs.rmSync(poolPath, { force: true });
   }
 
-  log('measuring the references ...');
-  // Frame-sized peers: a tcp READ request is a 32-B header, its 8-B answer a 16-B header + 8 B.
-  const rawLatency = rawTcp({ requestBytes: 32, responseBytes: 24, iterations, inFlight: 1 });
-  const rawBulk = rawTcp({ requestBytes: 32, responseBytes: MiB, iterations: bulkIterations, inFlight: 16 });
-  const nodeNet = await nodeNetReference(iterations, bulkIterations);
+  const references = startProgress({ label: 'measuring the references', total: 2 + 2 * IN_FLIGHT.length, unit: 'rows' });
+  let rawLatency: Measurement | undefined;
+  let rawBulk: Measurement | undefined;
+  let nodeNet: Measurement[];
+  try {
+    // Frame-sized peers: a tcp READ request is a 32-B header, its 8-B answer a 16-B header + 8 B.
+    rawLatency = rawTcp({ requestBytes: 32, responseBytes: 24, iterations, inFlight: 1 });
+    references.increment(1, 'raw tcp round trip');
+    rawBulk = rawTcp({ requestBytes: 32, responseBytes: MiB, iterations: bulkIterations, inFlight: 16 });
+    references.increment(1, 'raw tcp bulk');
+    nodeNet = await nodeNetReference(iterations, bulkIterations, references);
+  } finally {
+    references.stop();
+  }
 
   const tcpRows = providers.tcp?.available ? providers.tcp.rows : undefined;
   const tcpRead = find(tcpRows, 'read 8 B', 1);

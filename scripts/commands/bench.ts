@@ -17,6 +17,7 @@ import { FS_TARGETS } from './bench-fs-targets';
 import { benchKv, KV_TARGETS } from './bench-kv';
 import { benchTransport } from './bench-transport';
 import { formatBytes, parseSize } from '../../pdsm';
+import { startProgress } from './progress';
 import { EXIT, run } from './run';
 
 export function registerBenchCommands(yargs: Argv): Argv {
@@ -144,19 +145,30 @@ async function benchPdsm(ops: number, dir: string | undefined, sizeBytes: number
     const small = Buffer.alloc(64, 0xab);
     const page = Buffer.alloc(4096, 0xcd);
 
-    record('raw write 64 B + persist', await measure(ops, (i) => dsm.writePersist(objects[i & 63], small)), 64);
-    record('raw write 4 KiB + persist', await measure(ops, () => dsm.writePersist(big, page)), 4096);
-    for (const writes of [1, 4, 16]) {
-      record(`tx of ${writes} x 64-B write${writes > 1 ? 's' : ''}`, await measure(ops, async (i) => {
-        const tx = dsm.begin();
-        for (let w = 0; w < writes; w++) await tx.write(objects[(i * writes + w) & 63], small);
-        await tx.commit();
+    // A bar over the measured rows (stderr, so --json output stays clean).
+    const TX_WRITES = [1, 4, 16];
+    const progress = startProgress({ label: 'bench pdsm', total: 3 + TX_WRITES.length, unit: 'rows' });
+    try {
+      record('raw write 64 B + persist', await measure(ops, (i) => dsm.writePersist(objects[i & 63], small)), 64);
+      progress.increment(1, 'raw write 64 B');
+      record('raw write 4 KiB + persist', await measure(ops, () => dsm.writePersist(big, page)), 4096);
+      progress.increment(1, 'raw write 4 KiB');
+      for (const writes of TX_WRITES) {
+        record(`tx of ${writes} x 64-B write${writes > 1 ? 's' : ''}`, await measure(ops, async (i) => {
+          const tx = dsm.begin();
+          for (let w = 0; w < writes; w++) await tx.write(objects[(i * writes + w) & 63], small);
+          await tx.commit();
+        }));
+        progress.increment(1, `tx of ${writes}`);
+      }
+      record('alloc + free (two tx)', await measure(ops, async () => {
+        const address = await dsm.alloc(64);
+        await dsm.free(address);
       }));
+      progress.increment(1, 'alloc + free');
+    } finally {
+      progress.stop();
     }
-    record('alloc + free (two tx)', await measure(ops, async () => {
-      const address = await dsm.alloc(64);
-      await dsm.free(address);
-    }));
 
     const results = {
       pool: { path: poolPath, flushMode: pm.flushMode, isPmem: pm.isPmem },

@@ -3,7 +3,10 @@
 import type { Argv } from 'yargs';
 import { FORMAT_DEFAULTS, formatPoolFile, inspectPoolFile } from '../../pdsm';
 import { formatBytes, parseSize } from '../../pdsm';
+import { startProgress, type Progress } from './progress';
 import { EXIT, run } from './run';
+
+const MIB = 1024 * 1024;
 
 export function registerPoolCommands(yargs: Argv): Argv {
   return yargs
@@ -16,14 +19,27 @@ export function registerPoolCommands(yargs: Argv): Argv {
       .option('lane-size', { type: 'string', default: String(FORMAT_DEFAULTS.laneBytes), describe: 'bytes of log per lane (bounds one transaction)', coerce: (v: string) => parseSize(v, '--lane-size') })
       .option('force', { type: 'boolean', default: false, describe: 'overwrite an existing file' }),
     (argv) => run(() => {
-      const info = formatPoolFile(argv.pool, {
-        sizeBytes: argv.size,
-        nodeId: argv.node,
-        chunkBytes: argv['chunk-size'],
-        laneCount: argv.lanes,
-        laneBytes: argv['lane-size'],
-        force: argv.force,
-      });
+      // The bar follows the allocation of the file, which is what takes the time (laying out the
+      // metadata afterwards takes milliseconds). Bar on a terminal, plain lines otherwise, on stderr.
+      // Started at the first report, so that a refusal (the file exists) prints no bar.
+      let progress: Progress | undefined;
+      let info: ReturnType<typeof formatPoolFile>;
+      try {
+        info = formatPoolFile(argv.pool, {
+          sizeBytes: argv.size,
+          nodeId: argv.node,
+          chunkBytes: argv['chunk-size'],
+          laneCount: argv.lanes,
+          laneBytes: argv['lane-size'],
+          force: argv.force,
+          onProgress: (doneBytes, totalBytes) => {
+            progress ??= startProgress({ label: `formatting ${argv.pool}`, total: Math.ceil(totalBytes / MIB), unit: 'MiB' });
+            progress.update(Math.floor(doneBytes / MIB));
+          },
+        });
+      } finally {
+        progress?.stop();
+      }
       const layout = info.layout;
       console.log(`formatted ${argv.pool}: node ${info.nodeId}, uuid ${info.uuid}`);
       console.log(`  size ${formatBytes(layout.poolBytes)}, heap ${layout.chunkCount} chunks x ${formatBytes(layout.chunkBytes)}, log ${layout.laneCount} lanes x ${formatBytes(layout.laneBytes)}`);

@@ -41,9 +41,16 @@ export function startProgress(options: ProgressOptions): Progress {
       clearOnComplete: false, barsize: 30,
     }, cliProgress.Presets.shades_classic);
     bar.start(total, 0, { note: '' });
+    // Closures, not `this`: callers may pass progress.increment around on its own.
+    const update = (value: number, text?: string): void => {
+      if (stopped) return;
+      done = Math.min(total, value);
+      if (text !== undefined) note = text;
+      bar.update(done, { note });
+    };
     return {
-      update(value, text) { done = Math.min(total, value); bar.update(done, { note: text ?? note }); if (text !== undefined) note = text; },
-      increment(by = 1, text) { this.update(done + by, text); },
+      update,
+      increment(by = 1, text) { update(done + by, text); },
       stop() { if (!stopped) { stopped = true; bar.stop(); } },
     };
   }
@@ -55,9 +62,16 @@ export function startProgress(options: ProgressOptions): Progress {
     stream.write(`${options.label}: ${Math.floor((done / total) * 100)}% (${done}/${total}${unit})${note ? ` ${note}` : ''}\n`);
   };
   line();
+  const update = (value: number, text?: string): void => {
+    if (stopped) return;
+    done = Math.min(total, value);
+    if (text !== undefined) note = text;
+    line();
+  };
   return {
-    update(value, text) { done = Math.min(total, value); if (text !== undefined) note = text; line(); },
-    increment(by = 1, text) { this.update(done + by, text); },
+    update,
+    increment(by = 1, text) { update(done + by, text); },
+    // Stopped short of the total (an error, an interrupted run): one last line says where it stopped.
     stop() { if (!stopped) { stopped = true; if (done < total) { lastTenth = -1; line(); } } },
   };
 }
