@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// The dpms command line: formats, inspects, checks and benchmarks pools, runs cluster nodes and
-// shows their status, serves and edits the key-value store (dpms kv), mounts the file system (dpms
-// mount, umount), and runs the demo.
+// The dpms command line: runs the whole system on one machine (dpms up, down, status), formats,
+// inspects, checks and benchmarks pools, runs cluster nodes and shows their status, serves and edits
+// the key-value store (dpms kv), mounts the file system (dpms mount, umount), and runs the demo.
 // Bad arguments print usage and exit with status 2; typed errors print their code and exit 3.
 
 import yargs from 'yargs';
@@ -14,6 +14,8 @@ import { registerDoctorCommand } from './commands/doctor';
 import { registerKvCommands } from './commands/kv';
 import { registerMountCommands } from './commands/mount';
 import { registerPoolCommands } from './commands/pool';
+import { registerStatusCommand } from './commands/status';
+import { registerUpCommands } from './commands/up';
 import { EXIT } from './commands/run';
 import { isDpmsError } from '../pdsm';
 
@@ -21,6 +23,8 @@ async function main(): Promise<void> {
   let parser = yargs(hideBin(process.argv))
     .scriptName('dpms')
     .usage('$0 <command> [options]\n\ndpms: a distributed persistent-memory storage system (pDSM, pDFS, pDKVS).');
+  parser = registerUpCommands(parser);
+  parser = registerStatusCommand(parser);
   parser = registerPoolCommands(parser);
   parser = registerCheckCommand(parser);
   parser = registerDemoCommand(parser);

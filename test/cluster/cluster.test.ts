@@ -26,7 +26,7 @@ for (const transport of ['tcp', 'local'] as const) describe(`cluster of 3 nodes 
   it('dpms cluster status shows every node reachable with its capacity', () => {
     const result = spawnSync(process.execPath, [CLI, 'cluster', 'status', '--config', cluster.configPath, '--json'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
-    const rows = JSON.parse(result.stdout) as Array<{ id: number; reachable: boolean; status: { heapBytes: number; chunkCount: number } }>;
+    const rows = (JSON.parse(result.stdout) as { nodes: Array<{ id: number; reachable: boolean; status: { heapBytes: number; chunkCount: number } }> }).nodes;
     assert.deepEqual(rows.map((row) => row.id), [1, 2, 3]);
     for (const row of rows) {
       assert.equal(row.reachable, true);
