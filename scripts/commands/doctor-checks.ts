@@ -11,7 +11,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pmemInfo, rdmaDevices, type PmemInfo, type RdmaDevice } from '../../native';
-import { formatBytes, loadClusterConfig, type ClusterConfig } from '../../pdsm';
+import { formatBytes, loadClusterConfig, parseSize, type ClusterConfig } from '../../pdsm';
+import { UP_DEFAULTS } from './state-dir';
 
 /**
  * ok: fine. note: worth knowing, nothing to fix for development (emulated PM, a port in use).
@@ -36,7 +37,6 @@ export interface DoctorOptions {
 }
 
 /** What `dpms up` starts when it makes a cluster (keep in step with scripts/commands/up.ts). */
-export const UP_DEFAULTS = { nodes: 3, poolBytes: 256 * 1024 * 1024, gatewayPort: 6380 } as const;
 
 const MIN_NODE_MAJOR = 20;
 /** The temporary file pmemInfo maps in the pool directory: big enough for libpmem, small enough to never matter. */
@@ -498,7 +498,7 @@ export async function runDoctorChecks(options: DoctorOptions = {}): Promise<Chec
   for (const poolDir of poolDirs) {
     const plan: PoolPlan = config
       ? { pools: config.nodes.filter((node) => path.dirname(node.pool) === poolDir).map((node) => ({ path: node.pool, sizeBytes: node.sizeBytes })), source: 'cluster.yaml' }
-      : { pools: Array.from({ length: UP_DEFAULTS.nodes }, () => ({ sizeBytes: UP_DEFAULTS.poolBytes })), source: 'the dpms up default' };
+      : { pools: Array.from({ length: UP_DEFAULTS.nodes }, () => ({ sizeBytes: parseSize(UP_DEFAULTS.poolSize, 'pool size') })), source: 'the dpms up default' };
     results.push(...await guarded('memory', () => checkMemory(plan, poolDir)));
   }
 

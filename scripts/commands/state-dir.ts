@@ -23,7 +23,7 @@ export const DEFAULT_STATE_DIR = '.dpms';
 export const STATE_VERSION = 1;
 
 /** Defaults that fit a small machine (3 × 256 MiB of memory); all stored in cluster.yaml at creation. */
-export const UP_DEFAULTS = { nodes: 3, poolSize: '256M', transport: 'tcp' } as const;
+export const UP_DEFAULTS = { nodes: 3, poolSize: '256M', transport: 'tcp', gatewayPort: 6380, mount: 'mnt' } as const;
 export const MAX_UP_NODES = 16;
 const MIN_POOL_BYTES = 16 * 1024 * 1024;
 const MAX_POOL_BYTES = 2 ** 40;

@@ -305,7 +305,7 @@ class Supervisor {
     const { argv, paths } = this;
     const given = parseUpSettings({ nodes: argv.nodes, poolSize: argv.poolSize, transport: argv.transport });
     // Everything that can be refused is checked before anything is made or started.
-    const mountpoint = argv.mount === false ? undefined : prepareMountpoint(argv.mount ?? 'mnt', (line) => this.say(line));
+    const mountpoint = argv.mount === false ? undefined : prepareMountpoint(argv.mount ?? UP_DEFAULTS.mount, (line) => this.say(line));
     this.mountpoint = mountpoint;
     if (argv.gateway) {
       if (!Number.isInteger(argv.port) || argv.port < 0 || argv.port > 65535) throw new DpmsError('DPMS_INVALID_ARGUMENT', `--port must be 0..65535 (got ${argv.port})`);
@@ -605,7 +605,7 @@ export function summary(state: UpState, options: { detached: boolean; dirFlag: s
 function supervisorArguments(argv: UpArguments, paths: StatePaths): string[] {
   const args = ['up', '--dir', paths.dir];
   if (argv.mount === false) args.push('--no-mount');
-  else args.push('--mount', path.resolve(argv.mount ?? 'mnt'));
+  else args.push('--mount', path.resolve(argv.mount ?? UP_DEFAULTS.mount));
   if (!argv.gateway) args.push('--no-gateway');
   args.push('--port', String(argv.port), '--host', argv.host);
   if (argv.nodes !== undefined) args.push('--nodes', String(argv.nodes));
@@ -791,7 +791,7 @@ export function registerUpCommands(parser: Argv): Argv {
       .option('dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'state directory (config, secret, logs, lock)' })
       .option('mount', { type: 'string', describe: 'mount point, made if missing (default ./mnt; --no-mount: none)' })
       .option('gateway', { type: 'boolean', default: true, describe: 'serve the key-value store over the Redis protocol (--no-gateway: do not)' })
-      .option('port', { type: 'number', default: 6380, describe: 'gateway port (0: any free port)' })
+      .option('port', { type: 'number', default: UP_DEFAULTS.gatewayPort, describe: 'gateway port (0: any free port)' })
       .option('host', { type: 'string', default: '127.0.0.1', describe: 'gateway address' })
       .option('nodes', { type: 'number', describe: `nodes of a new cluster (default ${UP_DEFAULTS.nodes})` })
       .option('pool-size', { type: 'string', describe: `pool size per node of a new cluster (default ${UP_DEFAULTS.poolSize})` })
