@@ -9,8 +9,8 @@
 
 import { constants, promises as fsp } from 'node:fs';
 import { mountFuse, type FuseAttr, type FuseContext, type FuseDirEntry, type FuseEntry, type FuseOperations, type FuseSession } from '../native';
-import type { ClusterClient } from '../pdsm';
-import { errnoOf, fsError } from './errno';
+import { OperationMetrics, type ClusterClient, type Registry } from '../pdsm';
+import { errnoName, errnoOf, fsError } from './errno';
 import { FS_LIMITS, type Inode } from './format';
 import { FileSystem, type Caller } from './fs';
 import { isDir, isReg } from './op';
@@ -37,7 +37,16 @@ export interface MountOptions {
   /** Extra -o options for libfuse (after ours). */
   readonly fuseOptions?: readonly string[];
   readonly allowOther?: boolean;
+  /** Count and time every FUSE operation into this registry (dpms_mount_*). */
+  readonly metrics?: Registry;
 }
+
+/** The FUSE operations, the label values of dpms_mount_operations_total. */
+const FUSE_OPS: readonly (keyof FuseOperations)[] = [
+  'lookup', 'getattr', 'setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename', 'link', 'open', 'read', 'write',
+  'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'fsyncdir', 'statfs', 'setxattr', 'getxattr', 'listxattr',
+  'removexattr', 'access', 'create',
+];
 
 /** The FUSE operations of one mount of `fs`. */
 export function fuseOperations(fs: FileSystem): FuseOperations {
@@ -199,6 +208,30 @@ export function fuseOperations(fs: FileSystem): FuseOperations {
   };
 }
 
+/**
+ * The same operations, each observed (count, latency, bytes read and written, errors by errno name):
+ * wrapped here, at the one table the binding dispatches to, instead of in every handler.
+ */
+export function observedOperations(operations: FuseOperations, metrics: OperationMetrics): FuseOperations {
+  const observed: Record<string, unknown> = { ...operations };
+  for (const name of FUSE_OPS) {
+    const handler = operations[name] as unknown as ((...args: unknown[]) => Promise<unknown>) | undefined;
+    if (typeof handler !== 'function') continue;
+    observed[name] = async (...args: unknown[]): Promise<unknown> => {
+      const startedNs = OperationMetrics.now();
+      try {
+        const result = await handler.apply(operations, args);
+        metrics.observeSince(name, startedNs, name === 'read' ? { bytesOut: (result as Buffer).length } : name === 'write' ? { bytesIn: result as number } : undefined);
+        return result;
+      } catch (error) {
+        metrics.observeSince(name, startedNs, { error: errnoName(error) });
+        throw error;
+      }
+    };
+  }
+  return observed as unknown as FuseOperations;
+}
+
 export interface Mounted {
   readonly fs: FileSystem;
   readonly session: FuseSession;
@@ -227,7 +260,8 @@ export async function mountFileSystem(client: ClusterClient, mountpoint: string,
   await fs.recoverOrphans();
   // auto_unmount: a mount process killed -9 leaves no dead mount behind (fusermount3 detaches it).
   const fuseOptions = ['fsname=dpms', 'subtype=dpms', 'default_permissions', 'auto_unmount', ...(options.allowOther === false ? [] : ['allow_other']), ...(options.fuseOptions ?? [])];
-  const session = await mountFuse(mountpoint, fuseOperations(fs), {
+  const operations = options.metrics ? observedOperations(fuseOperations(fs), new OperationMetrics(options.metrics, 'mount', { ops: FUSE_OPS })) : fuseOperations(fs);
+  const session = await mountFuse(mountpoint, operations, {
     options: fuseOptions, entryTimeoutS: ENTRY_TIMEOUT_S, attrTimeoutS: ATTR_TIMEOUT_S, errnoOf,
   });
   await raiseReadahead(mountpoint);

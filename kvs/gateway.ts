@@ -11,7 +11,7 @@
 // "-ERR Protocol error: ..." and the connection is closed; nothing a client sends can stop the gateway.
 
 import net from 'node:net';
-import { DpmsError, isDpmsError } from '../pdsm';
+import { collectedCounter, collectedGauge, DpmsError, isDpmsError, OperationMetrics, type Registry } from '../pdsm';
 import {
   arityError, failureReply, unknownCommandError,
   type CommandSpec, type GatewayClient, type GatewayCommandLimits, type GatewayContext, type GatewayStats, type KeyAccess,
@@ -45,6 +45,8 @@ export interface RespGatewayOptions {
   readonly closeTimeoutMs?: number;
   /** Where the gateway reports internal errors (default: stderr). */
   readonly log?: (line: string) => void;
+  /** Count and time every command into this registry (dpms_gateway_*). */
+  readonly metrics?: Registry;
 }
 
 export interface RespGatewayListenOptions {
@@ -77,6 +79,24 @@ interface Pending {
   reply: Buffer | undefined;
   /** Close the connection once this reply is written (QUIT, protocol errors). */
   readonly closeAfter: boolean;
+  /** When the request was parsed (OperationMetrics.now()), for its latency; 0n when not measured. */
+  readonly startedNs: bigint;
+}
+
+/** What the metrics of one gateway count, shared by its connections. */
+interface GatewayObserver {
+  readonly operations: OperationMetrics;
+  /** Bytes read from and written to client sockets. */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** The error prefix of a RESP error reply ("-WRONGTYPE Operation..." -> "WRONGTYPE"), or undefined. */
+function errorPrefix(reply: Buffer): string | undefined {
+  if (reply[0] !== 0x2d) return undefined;
+  let end = 1;
+  while (end < reply.length && end < 33 && reply[end] !== 0x20 && reply[end] !== 0x0d) end++;
+  return reply.toString('latin1', 1, end) || 'ERR';
 }
 
 export class RespGateway {
@@ -84,7 +104,8 @@ export class RespGateway {
   private readonly connections = new Set<Connection>();
   private nextClientId = 1;
   private closing = false;
-  private readonly options: Required<Omit<RespGatewayOptions, 'limits' | 'log'>>;
+  private readonly options: Required<Omit<RespGatewayOptions, 'limits' | 'log' | 'metrics'>>;
+  private readonly observer: GatewayObserver | undefined;
   readonly context: GatewayContext;
 
   constructor(readonly store: KvStore, options: RespGatewayOptions = {}) {
@@ -127,6 +148,22 @@ export class RespGateway {
       clients: () => [...this.connections].map((connection) => connection.client),
       log,
     };
+    if (options.metrics) this.observer = this.registerMetrics(options.metrics);
+  }
+
+  private registerMetrics(registry: Registry): GatewayObserver {
+    // Label values: the known command names, else "unknown" (nothing a client sends adds labels).
+    const observer: GatewayObserver = { operations: new OperationMetrics(registry, 'gateway', { ops: [...COMMANDS.keys()] }), bytesIn: 0, bytesOut: 0 };
+    const stats = this.context.stats;
+    collectedGauge(registry, { name: 'dpms_gateway_connections', help: 'Client connections open now.', collect: () => this.connections.size });
+    collectedCounter(registry, { name: 'dpms_gateway_connections_received_total', help: 'Client connections accepted.', collect: () => stats.connectionsReceived });
+    collectedCounter(registry, { name: 'dpms_gateway_connections_rejected_total', help: 'Client connections refused (max clients reached, closing).', collect: () => stats.rejectedConnections });
+    collectedCounter(registry, { name: 'dpms_gateway_protocol_errors_total', help: 'Malformed requests (each closed its connection).', collect: () => stats.protocolErrors });
+    collectedCounter(registry, {
+      name: 'dpms_gateway_network_bytes_total', help: 'Bytes read from (in) and written to (out) client sockets.', labelNames: ['direction'],
+      collect: () => [[{ direction: 'in' }, observer.bytesIn], [{ direction: 'out' }, observer.bytesOut]],
+    });
+    return observer;
   }
 
   /** The port the gateway listens on (0 before start()). */
@@ -195,7 +232,7 @@ export class RespGateway {
       return;
     }
     stats.connectionsReceived++;
-    const connection = new Connection(this.nextClientId++, socket, this.context, this.options);
+    const connection = new Connection(this.nextClientId++, socket, this.context, this.options, this.observer);
     this.connections.add(connection);
     socket.once('close', () => this.connections.delete(connection));
   }
@@ -230,7 +267,8 @@ class Connection {
     id: number,
     private readonly socket: net.Socket,
     private readonly context: GatewayContext,
-    private readonly options: Required<Omit<RespGatewayOptions, 'limits' | 'log'>>,
+    private readonly options: Required<Omit<RespGatewayOptions, 'limits' | 'log' | 'metrics'>>,
+    private readonly observer: GatewayObserver | undefined,
   ) {
     const now = Date.now();
     this.client = {
@@ -283,6 +321,7 @@ class Connection {
     // After QUIT or an error, whatever else arrives is read and dropped, so that the peer's unread
     // bytes do not turn our close into a reset that could destroy the reply before it is read.
     if (this.closing) return;
+    if (this.observer) this.observer.bytesIn += chunk.length;
     try {
       this.parser.push(chunk, (args) => this.accept(args));
     } catch (error) {
@@ -297,31 +336,32 @@ class Connection {
   }
 
   /** Queue the last reply of this connection; it is closed once the reply is written. */
-  private enqueueFinal(reply: Buffer): void {
+  private enqueueFinal(reply: Buffer, request?: { readonly args: Buffer[]; readonly command: CommandSpec; readonly startedNs: bigint }): void {
     this.closing = true;
-    this.replies.push({ args: [], command: undefined, access: {}, reply, closeAfter: true });
+    this.replies.push({ args: request?.args ?? [], command: request?.command, access: {}, reply, closeAfter: true, startedNs: request?.startedNs ?? 0n });
   }
 
   private accept(args: Buffer[]): void {
     if (this.closing) return;
     this.context.stats.commandsProcessed++;
+    const startedNs = this.observer ? OperationMetrics.now() : 0n;
     const name = args[0]!.toString('latin1').toLowerCase();
     const command = COMMANDS.get(name);
     this.client.lastCommandMs = Date.now();
     if (!command) {
-      this.replies.push({ args, command, access: {}, reply: unknownCommandError(args), closeAfter: false });
+      this.replies.push({ args, command, access: {}, reply: unknownCommandError(args), closeAfter: false, startedNs });
       return;
     }
     this.client.lastCommand = command.subcommands && args.length > 1 ? `${name}|${args[1]!.toString('latin1').toLowerCase().slice(0, 32)}` : name;
     if ((command.arity > 0 && args.length !== command.arity) || args.length < -command.arity) {
-      this.replies.push({ args, command, access: {}, reply: arityError(command.name), closeAfter: false });
+      this.replies.push({ args, command, access: {}, reply: arityError(command.name), closeAfter: false, startedNs });
       return;
     }
     if (name === 'quit') {
-      this.enqueueFinal(OK_REPLY);
+      this.enqueueFinal(OK_REPLY, { args, command, startedNs });
       return;
     }
-    const pending: Pending = { args, command, access: command.access(args), reply: undefined, closeAfter: false };
+    const pending: Pending = { args, command, access: command.access(args), reply: undefined, closeAfter: false, startedNs };
     this.replies.push(pending);
     this.waiting.push(pending);
   }
@@ -434,6 +474,7 @@ class Connection {
     while (this.replies.length > 0 && this.replies[0]!.reply !== undefined) {
       const pending = this.replies.shift()!;
       this.socket.write(pending.reply!);
+      if (this.observer) this.observe(this.observer, pending);
       if (pending.closeAfter) {
         closeAfter = true;
         break;
@@ -441,6 +482,17 @@ class Connection {
     }
     this.socket.uncork();
     if (closeAfter) this.endAfterReply();
+  }
+
+  /** A reply is written: count its command (latency from parse to write, as the client sees it). */
+  private observe(observer: GatewayObserver, pending: Pending): void {
+    const reply = pending.reply!;
+    observer.bytesOut += reply.length;
+    // Final replies to protocol errors and end of input carry no request.
+    if (pending.args.length === 0) return;
+    let bytesIn = 0;
+    for (const arg of pending.args) bytesIn += arg.length;
+    observer.operations.observeSince(pending.command ? pending.command.name : 'unknown', pending.startedNs, { bytesIn, bytesOut: reply.length, error: errorPrefix(reply) });
   }
 
   private endAfterReply(): void {

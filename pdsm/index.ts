@@ -21,7 +21,11 @@ export { formatBytes, parseSize } from './units';
 export { connect, serve, type Connection, type ProviderName, type Server } from './transport';
 export { loadClusterConfig, parseClusterConfig, nodeConfig, type ClusterConfig, type NodeConfig } from './cluster/config';
 export { NodeDaemon, type DaemonOptions } from './cluster/daemon';
-export { ClusterClient, type ClusterClientOptions } from './cluster/client';
+export { ClusterClient, type ClientCounters, type ClusterClientOptions } from './cluster/client';
 export { ClusterTransaction } from './cluster/dtx';
 export type { ClientInfo, ClientSummary, NodeStatus } from './cluster/protocol';
 export { createLogger, silentLogger, LOG_LEVELS, type Logger, type LogLevel } from './logger';
+export {
+  collectedCounter, collectedGauge, createMetricsRegistry, infoGauge, LATENCY_BUCKETS_S, MAX_LABEL_VALUES, metricsUrl, OperationMetrics,
+  PROMETHEUS_CONTENT_TYPE, Registry, registerClientMetrics, serveMetrics, type MetricsServer, type MetricsServerOptions, type ObserveOptions,
+} from './metrics';

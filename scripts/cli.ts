@@ -12,6 +12,7 @@ import { registerClusterCommands } from './commands/cluster';
 import { registerDemoCommand } from './commands/demo';
 import { registerDoctorCommand } from './commands/doctor';
 import { registerKvCommands } from './commands/kv';
+import { registerMetricsCommand } from './commands/metrics';
 import { registerMountCommands } from './commands/mount';
 import { registerPoolCommands } from './commands/pool';
 import { registerStatusCommand } from './commands/status';
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
   parser = registerKvCommands(parser);
   parser = registerMountCommands(parser);
   parser = registerDoctorCommand(parser);
+  parser = registerMetricsCommand(parser);
   await parser
     .demandCommand(1, 'name a command')
     .strict()

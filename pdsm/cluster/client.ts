@@ -11,7 +11,7 @@ import os from 'node:os';
 import { makeAddress, nodeOf, offsetOf, type GlobalAddress } from '../address';
 import { DpmsError } from '../errors';
 import { retryOnConflict } from '../retry';
-import { connect, type ProviderName } from '../transport';
+import { connect, type Connection, type ProviderName } from '../transport';
 import { lockTablePath, type ClusterConfig, type NodeConfig } from './config';
 import { ClusterTransaction } from './dtx';
 import { decodeReply, encodeMessage, REGION, type ClientInfo, type HelloReply, type NodeStatus } from './protocol';
@@ -34,6 +34,82 @@ export interface ClusterTransactionOptions {
 
 const RECONNECT_BACKOFF_MS = 200;
 
+/**
+ * What this client did, for the metrics of the process that holds it (mount, gateway): plain numbers
+ * that only grow, incremented on the existing paths and read when metrics are scraped.
+ */
+export interface ClientCounters {
+  /** Transactions committed, failed for good (after retries, or not retryable), and attempts restarted after a conflict. */
+  txCommitted: number;
+  txAborted: number;
+  txRetried: number;
+  /** Two-sided RPCs sent (hello, heartbeat, allocChunk, status, ...). */
+  rpcs: number;
+  reads: number;
+  readBytes: number;
+  writes: number;
+  writeBytes: number;
+  atomics: number;
+  persists: number;
+  /** Sessions opened (1 + reconnects). */
+  sessions: number;
+}
+
+/** A connection that counts what goes through it: one increment per operation, nothing else. */
+function countingConnection(inner: Connection, counters: ClientCounters): Connection {
+  return {
+    provider: inner.provider,
+    nodeId: inner.nodeId,
+    regions: inner.regions,
+    get isOpen() { return inner.isOpen; },
+    read(region, offset, length) {
+      counters.reads++;
+      counters.readBytes += length;
+      return inner.read(region, offset, length);
+    },
+    readInto(region, offset, target, targetOffset, length) {
+      counters.reads++;
+      counters.readBytes += length ?? target.length - (targetOffset ?? 0);
+      return inner.readInto(region, offset, target, targetOffset, length);
+    },
+    write(region, offset, data) {
+      counters.writes++;
+      counters.writeBytes += data.length;
+      return inner.write(region, offset, data);
+    },
+    writeWithImmediate(region, offset, data, immediate) {
+      counters.writes++;
+      counters.writeBytes += data.length;
+      return inner.writeWithImmediate(region, offset, data, immediate);
+    },
+    compareAndSwap(region, offset, expected, desired) {
+      counters.atomics++;
+      return inner.compareAndSwap(region, offset, expected, desired);
+    },
+    fetchAndAdd(region, offset, delta) {
+      counters.atomics++;
+      return inner.fetchAndAdd(region, offset, delta);
+    },
+    persist(region, offset, length) {
+      counters.persists++;
+      return inner.persist(region, offset, length);
+    },
+    writePersist(region, offset, data) {
+      counters.writes++;
+      counters.persists++;
+      counters.writeBytes += data.length;
+      return inner.writePersist(region, offset, data);
+    },
+    call(message) {
+      counters.rpcs++;
+      return inner.call(message);
+    },
+    onClose: (listener) => inner.onClose(listener),
+    close: () => inner.close(),
+    unchecked: inner.unchecked,
+  };
+}
+
 interface Session {
   readonly clientId: number;
   readonly nodes: Map<number, Promise<RemoteNode>>;
@@ -51,6 +127,10 @@ export class ClusterClient {
 
   /** Who this client is; the instance stays the same across sessions (reconnects). */
   readonly info: ClientInfo;
+  /** What this client did (for metrics); only grows. */
+  readonly counters: ClientCounters = {
+    txCommitted: 0, txAborted: 0, txRetried: 0, rpcs: 0, reads: 0, readBytes: 0, writes: 0, writeBytes: 0, atomics: 0, persists: 0, sessions: 0,
+  };
 
   private constructor(private readonly options: ClusterClientOptions) {
     this.info = {
@@ -92,8 +172,20 @@ export class ClusterClient {
   /** Run `body` in a transaction and commit it, retrying the whole body on DPMS_TX_CONFLICT with random backoff. */
   async transaction<T>(body: (tx: ClusterTransaction) => Promise<T>, options: ClusterTransactionOptions = {}): Promise<T> {
     // No-wait locking: random exponential backoff (capped at 50 ms) keeps conflicting clients from meeting again.
-    return retryOnConflict(() => this.begin(), body, options.maxRetries ?? 200,
+    const counters = this.counters;
+    let attempts = 0;
+    try {
+      const result = await retryOnConflict(() => {
+        if (attempts++ > 0) counters.txRetried++;
+        return this.begin();
+      }, body, options.maxRetries ?? 200,
       (attempt) => new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** Math.min(attempt, 6)))));
+      counters.txCommitted++;
+      return result;
+    } catch (error) {
+      counters.txAborted++;
+      throw error;
+    }
   }
 
   async alloc(sizeBytes: number, nodeId?: number): Promise<GlobalAddress> {
@@ -208,6 +300,7 @@ export class ClusterClient {
     if (this.session) return this.session;
     const clientId = crypto.randomInt(1, 0xffff_fffe);
     const session: Session = { clientId, nodes: new Map(), lastHeartbeatMs: Date.now() };
+    this.counters.sessions++;
     for (const node of this.options.config.nodes) {
       const pending = this.openNode(session, node);
       pending.catch(() => undefined);
@@ -221,11 +314,11 @@ export class ClusterClient {
 
   private async openNode(session: Session, node: NodeConfig): Promise<RemoteNode> {
     const provider = this.options.provider ?? node.transport;
-    const connection = await connect({
+    const connection = countingConnection(await connect({
       provider, host: node.host, port: node.port, secret: this.options.config.secret,
       timeoutMs: this.options.connectTimeoutMs ?? 3000,
       localRegionPaths: provider === 'local' ? [node.pool, lockTablePath(node)] : undefined,
-    });
+    }), this.counters);
     try {
       if (connection.nodeId !== node.id) throw new DpmsError('DPMS_CONFIG', `${node.host}:${node.port} is node ${connection.nodeId}, not node ${node.id}`);
       const hello = decodeReply<HelloReply>(await connection.call(encodeMessage({ op: 'hello', clientId: session.clientId, lanes: this.options.lanesPerNode ?? 2, info: this.info })), `node ${node.id} hello`);

@@ -15,6 +15,8 @@ import { createPoolFile, openPoolFile, type PmOps } from '../pmem';
 import { DpmsError, isDpmsError } from '../errors';
 import { CommitFlags, Decision, decisionGeneration, RECORD, RECORD_HEADER_BYTES, RecordOp, readU64, LANE, laneOffset } from '../layout';
 import { inspectLane, participantsOf, type LaneState } from '../log';
+import { silentLogger, type Logger } from '../logger';
+import { collectedCounter, collectedGauge, infoGauge, OperationMetrics, MAX_LABEL_VALUES, type Registry } from '../metrics';
 import { PoolNode } from '../node';
 import { lockFile, openPool, type FileLock, type PmMapping } from '../../native';
 import { connect, serve, type Connection, type Server } from '../transport';
@@ -29,8 +31,18 @@ export interface DaemonOptions {
   readonly nodeId: number;
   /** Port to listen on instead of the configured one (0: any; tests). */
   readonly portOverride?: number;
-  readonly log?: (line: string) => void;
+  /** Structured log (start, stop, recovery, expired leases, failures); none when not given. */
+  readonly logger?: Logger;
+  /** Where the node's metrics go (served by the caller on /metrics); none when not given. */
+  readonly metrics?: Registry;
+  /** The URL the metrics are served at, told to clients in status. */
+  readonly metricsUrl?: string;
 }
+
+/** The RPC operations, the label values of dpms_node_operations_total (anything else is "unknown"). */
+const RPC_OPS: readonly Request['op'][] = ['hello', 'heartbeat', 'bye', 'allocChunk', 'releaseChunk', 'decision', 'resolve', 'status'];
+/** How long one status snapshot serves scrapes (every gauge of a scrape reads the same one). */
+const SNAPSHOT_MS = 100;
 
 interface Session {
   readonly connection: number;
@@ -74,6 +86,8 @@ export class NodeDaemon {
   private readonly startedMs = Date.now();
   private resolving = false;
   private stopped = false;
+  private readonly operations: OperationMetrics | undefined;
+  private snapshot: { readonly atMs: number; readonly status: NodeStatus } | undefined;
   readonly server: Server;
 
   private constructor(
@@ -83,7 +97,9 @@ export class NodeDaemon {
     private readonly locks: PmMapping,
     private readonly poolLock: FileLock,
     portOverride: number | undefined,
-    private readonly log: (line: string) => void,
+    private readonly logger: Logger,
+    metrics: Registry | undefined,
+    private readonly metricsUrl: string | undefined,
   ) {
     for (const state of pool.recovery.inDoubt) {
       const heldLocks = this.lockTargets(state, lockTag(NODE_HOLDER_ID, state.lane));
@@ -98,18 +114,38 @@ export class NodeDaemon {
       nodeId: node.id,
       regions: [pool.pm as PmMapping, locks],
       onMessage: (connection, message, reply) => {
-        this.handle(connection, message).then(
-          (answer) => reply(encodeMessage({ ok: true, ...answer })),
+        const startedNs = OperationMetrics.now();
+        let op = 'invalid';
+        new Promise<object>((resolve) => {
+          const request = decodeRequest(message);
+          op = request.op;
+          resolve(this.handle(connection, request));
+        }).then(
+          (answer) => {
+            const encoded = encodeMessage({ ok: true, ...answer });
+            this.operations?.observeSince(op, startedNs, { bytesIn: message.length, bytesOut: encoded.length });
+            reply(encoded);
+          },
           (error: unknown) => {
             const code = isDpmsError(error) ? error.code : 'DPMS_IO';
-            if (!isDpmsError(error)) this.log(`error serving a request: ${(error as Error).stack ?? String(error)}`);
-            reply(encodeMessage({ ok: false, code, message: (error as Error).message }));
+            if (!isDpmsError(error)) this.logger.error({ err: error, op }, 'error serving a request');
+            const encoded = encodeMessage({ ok: false, code, message: (error as Error).message });
+            this.operations?.observeSince(op, startedNs, { bytesIn: message.length, bytesOut: encoded.length, error: code });
+            reply(encoded);
           });
       },
-      onClose: (connection) => this.endSession(connection),
+      onClose: (connection, reason) => this.endSession(connection, reason),
     });
     this.timer = setInterval(() => this.tick(), RESOLVE_INTERVAL_MS);
-    this.log(`node ${node.id} serving ${node.pool} (${pool.layout.poolBytes} B) over ${node.transport} on ${node.host}:${this.server.port}; ` +
+    if (metrics) {
+      // 'invalid': a request that could not be decoded.
+      this.operations = new OperationMetrics(metrics, 'node', { ops: [...RPC_OPS, 'invalid'] });
+      this.registerMetrics(metrics);
+    }
+    this.logger.info({
+      pool: node.pool, poolBytes: pool.layout.poolBytes, transport: node.transport, host: node.host, port: this.server.port,
+      recovery: { replayed: pool.recovery.replayed, discarded: pool.recovery.discarded, inDoubt: this.inDoubt.length, unconfirmed: this.unconfirmed.length },
+    }, `node ${node.id} serving ${node.pool} (${pool.layout.poolBytes} B) over ${node.transport} on ${node.host}:${this.server.port}; ` +
       `recovery replayed ${pool.recovery.replayed}, discarded ${pool.recovery.discarded}, in doubt ${this.inDoubt.length}, unconfirmed ${this.unconfirmed.length}`);
   }
 
@@ -146,7 +182,7 @@ export class NodeDaemon {
     fs.rmSync(lockPath, { force: true });
     const locks = openPool(lockPath, { createSizeBytes: LOCK_TABLE_BYTES });
     try {
-      return new NodeDaemon(options.config, node, pool, locks, poolLock, options.portOverride, options.log ?? (() => {}));
+      return new NodeDaemon(options.config, node, pool, locks, poolLock, options.portOverride, options.logger ?? silentLogger, options.metrics, options.metricsUrl);
     } catch (error) {
       locks.close();
       pm.close();
@@ -168,6 +204,7 @@ export class NodeDaemon {
     fs.rmSync(lockTablePath(this.node), { force: true });
     this.pool.close();
     this.poolLock.release();
+    this.logger.info(`node ${this.node.id} stopped`);
   }
 
   status(): NodeStatus {
@@ -188,6 +225,7 @@ export class NodeDaemon {
       chunkCount: layout.chunkCount, chunksUsed, objects, sessions: this.clients.size,
       lanesFree: layout.laneCount - this.busyLaneCount(), inDoubt: this.inDoubt.length, unconfirmed: this.unconfirmed.length,
       uptimeMs: Date.now() - this.startedMs, transportStats: { ...stats },
+      ...(this.metricsUrl ? { metrics: this.metricsUrl } : {}),
       clients: clients.slice(0, MAX_LISTED_CLIENTS).map((session) => ({
         ...session.info, clientId: session.clientId, lanes: session.lanes.length, connectedMs: session.connectedMs,
       })),
@@ -197,8 +235,7 @@ export class NodeDaemon {
 
   // ---- requests ----
 
-  private async handle(connection: number, message: Buffer): Promise<object> {
-    const request = decodeRequest(message);
+  private async handle(connection: number, request: Request): Promise<object> {
     const session = this.sessions.get(connection);
     if (session) session.lastSeenMs = Date.now();
     switch (request.op) {
@@ -211,7 +248,7 @@ export class NodeDaemon {
     if (!session) throw new DpmsError('DPMS_RPC', `${request.op} needs a session: say hello first`);
     switch (request.op) {
       case 'heartbeat': return {};
-      case 'bye': this.endSession(connection); return {};
+      case 'bye': this.endSession(connection, undefined); return {};
       case 'allocChunk': return { chunk: this.allocChunk(session, request) };
       case 'releaseChunk':
         this.pool.allocator.releaseClientChunk(request.chunk, (chunk) => this.chunkBusy(chunk));
@@ -231,6 +268,7 @@ export class NodeDaemon {
     const session: Session = { connection, clientId: request.clientId, lanes, info, connectedMs: Date.now(), lastSeenMs: Date.now() };
     this.sessions.set(connection, session);
     this.clients.set(request.clientId, session);
+    this.logger.debug({ clientId: request.clientId, ...info, lanes: lanes.length }, `client ${request.clientId} (${info.role}) says hello`);
     const layout = this.pool.layout;
     const grants: LaneGrant[] = lanes.map((lane) => ({
       lane,
@@ -283,9 +321,13 @@ export class NodeDaemon {
 
   // ---- sessions and dead clients ----
 
-  private endSession(connection: number): void {
+  /** End a session: after a bye (`lostReason` undefined), or because the client's connection ended or its lease ran out. */
+  private endSession(connection: number, lostReason: string | undefined): void {
     const session = this.sessions.get(connection);
     if (!session) return;
+    const who = { clientId: session.clientId, role: session.info.role, label: session.info.label, instance: session.info.instance };
+    if (lostReason === undefined) this.logger.debug(who, `client ${session.clientId} (${session.info.role}) said bye`);
+    else this.logger.warn({ ...who, reason: lostReason }, `client ${session.clientId} (${session.info.role}) is gone (${lostReason}); settling what it left`);
     this.sessions.delete(connection);
     this.clients.delete(session.clientId);
     this.deadHolders.add(session.clientId);
@@ -293,7 +335,7 @@ export class NodeDaemon {
       try {
         this.settleClientLane(lane, session.clientId);
       } catch (error) {
-        this.log(`cannot settle lane ${lane} of client ${session.clientId}: ${(error as Error).message}`);
+        this.logger.error({ lane, clientId: session.clientId, err: error }, `cannot settle lane ${lane} of client ${session.clientId}: ${(error as Error).message}`);
       }
     }
     this.releaseDeadHolders();
@@ -387,6 +429,7 @@ export class NodeDaemon {
 
   private finishInDoubt(lane: number, state: LaneState, committed: boolean): void {
     this.pool.log.settleLane(lane, state, committed);
+    this.logger.info({ lane, generation: state.generation, committed }, `in-doubt log in lane ${lane} resolved: ${committed ? 'committed' : 'aborted'}`);
     const index = this.inDoubt.findIndex((entry) => entry.lane === lane);
     if (index >= 0) {
       const [entry] = this.inDoubt.splice(index, 1);
@@ -406,9 +449,10 @@ export class NodeDaemon {
     const now = Date.now();
     for (const session of this.sessions.values()) {
       if (now - session.lastSeenMs > this.config.leaseMs) {
-        this.log(`client ${session.clientId}: lease expired; disconnecting it`);
+        this.logger.warn({ clientId: session.clientId, role: session.info.role, label: session.info.label },
+          `client ${session.clientId}: lease expired; disconnecting it`);
         this.server.disconnect(session.connection);
-        this.endSession(session.connection);
+        this.endSession(session.connection, 'lease expired');
       }
     }
     this.kick();
@@ -463,6 +507,78 @@ export class NodeDaemon {
     }
     const connection = await pending;
     return decodeReply<T>(await connection.call(encodeMessage(request)), `node ${nodeId} ${request.op}`);
+  }
+
+  // ---- metrics ----
+
+  /** The status, computed at most once per SNAPSHOT_MS for the gauges of one scrape. */
+  private scrapeStatus(): NodeStatus {
+    const now = Date.now();
+    if (!this.snapshot || now - this.snapshot.atMs > SNAPSHOT_MS) this.snapshot = { atMs: now, status: this.status() };
+    return this.snapshot.status;
+  }
+
+  /** Gauges and transport counters read from the node's state when Prometheus scrapes. */
+  private registerMetrics(registry: Registry): void {
+    infoGauge(registry, 'dpms_node_info', 'This node: its id, cluster and transport (always 1).',
+      { node: String(this.node.id), cluster: this.config.name, transport: this.node.transport });
+    const gauge = (name: string, help: string, pick: (status: NodeStatus) => number): void =>
+      collectedGauge(registry, { name, help, collect: () => pick(this.scrapeStatus()) });
+    gauge('dpms_node_pool_bytes', 'Size of the node\'s PM pool.', (status) => status.poolBytes);
+    gauge('dpms_node_heap_bytes', 'Bytes of the pool\'s heap (chunks).', (status) => status.heapBytes);
+    gauge('dpms_node_heap_used_bytes', 'Bytes of the heap in chunks granted to clients or holding objects.', (status) => status.chunksUsed * status.chunkBytes);
+    collectedGauge(registry, {
+      name: 'dpms_node_chunks', help: 'Heap chunks by state.', labelNames: ['state'],
+      collect: () => {
+        const status = this.scrapeStatus();
+        return [[{ state: 'used' }, status.chunksUsed], [{ state: 'free' }, status.chunkCount - status.chunksUsed]];
+      },
+    });
+    gauge('dpms_node_objects', 'Objects allocated in the heap.', (status) => status.objects);
+    collectedGauge(registry, {
+      name: 'dpms_node_log_lanes', help: 'Redo-log lanes by state (used: granted to clients, in doubt or awaiting confirmation).', labelNames: ['state'],
+      collect: () => {
+        const status = this.scrapeStatus();
+        return [[{ state: 'used' }, this.pool.layout.laneCount - status.lanesFree], [{ state: 'free' }, status.lanesFree]];
+      },
+    });
+    gauge('dpms_node_in_doubt_logs', 'Prepared logs here whose coordinator has not told their outcome yet.', (status) => status.inDoubt);
+    gauge('dpms_node_unconfirmed_decisions', 'Coordinator decisions here not yet confirmed by every participant.', (status) => status.unconfirmed);
+    collectedGauge(registry, {
+      name: 'dpms_node_clients', help: 'Clients with a session here, by role.', labelNames: ['role'],
+      collect: () => {
+        const byRole = new Map<string, number>();
+        for (const session of this.clients.values()) {
+          const role = byRole.has(session.info.role) || byRole.size < MAX_LABEL_VALUES ? session.info.role : 'other';
+          byRole.set(role, (byRole.get(role) ?? 0) + 1);
+        }
+        return [...byRole].map(([role, count]) => [{ role }, count] as const);
+      },
+    });
+    // The transport server's own counters (the one-sided data path never reaches this code).
+    const stats = (): Record<string, number> => this.server.stats() as unknown as Record<string, number>;
+    collectedGauge(registry, { name: 'dpms_node_transport_connections', help: 'Transport connections open now.', collect: () => stats().connectionsOpen ?? 0 });
+    const counter = (name: string, help: string, field: string): void =>
+      collectedCounter(registry, { name, help, collect: () => stats()[field] ?? 0 });
+    counter('dpms_node_transport_connections_accepted_total', 'Transport connections accepted.', 'connectionsAccepted');
+    counter('dpms_node_transport_auth_failures_total', 'Handshakes that failed (wrong secret, timeout, frame before authentication).', 'authFailures');
+    counter('dpms_node_transport_bad_frames_total', 'Malformed, truncated, oversized or unknown frames (each closed its connection).', 'badFrames');
+    counter('dpms_node_transport_access_errors_total', 'Remote access errors: bad key, out of bounds, misaligned atomic (each closed its connection).', 'accessErrors');
+    collectedCounter(registry, {
+      name: 'dpms_node_transport_operations_total', help: 'Operations the transport served, by kind (read, write, atomic, persist: one-sided; message: RPC).',
+      labelNames: ['op'],
+      collect: () => {
+        const current = stats();
+        return (['reads', 'writes', 'atomics', 'persists', 'messages'] as const).map((field) => [{ op: field.replace(/s$/, '') }, current[field] ?? 0] as const);
+      },
+    });
+    collectedCounter(registry, {
+      name: 'dpms_node_transport_bytes_total', help: 'Bytes the transport received (in) and sent (out).', labelNames: ['direction'],
+      collect: () => {
+        const current = stats();
+        return [[{ direction: 'in' }, current.bytesIn ?? 0], [{ direction: 'out' }, current.bytesOut ?? 0]];
+      },
+    });
   }
 
   private busyLaneCount(): number {

@@ -119,6 +119,8 @@ export interface NodeStatus {
   /** The node's clients (at most MAX_LISTED_CLIENTS; the oldest first). */
   readonly clients: readonly ClientSummary[];
   readonly clientsOmitted: number;
+  /** Where the node serves Prometheus metrics (http://host:port/metrics), if it does. */
+  readonly metrics?: string;
 }
 
 /** Largest RPC message either way. */

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import type { Argv } from 'yargs';
 import { KEEP, KvStore, prefixUpperBound, RespGateway, type KvEntry, type KvIteratorOptions } from '../../kvs';
-import { ClusterClient, DpmsError, loadClusterConfig, type ProviderName } from '../../pdsm';
+import { ClusterClient, DpmsError, infoGauge, loadClusterConfig, registerClientMetrics, type ProviderName } from '../../pdsm';
+import { daemonLogger, daemonOptions, metricsSuffix, startDaemonMetrics } from './daemon-options';
 import { EXIT, run, untilSignal } from './run';
 
 interface StoreArguments {
@@ -20,7 +21,9 @@ interface StoreArguments {
 
 /** Connect to the cluster, open the store, run `body`, and close both whatever happens. */
 async function withStore<T>(argv: StoreArguments, createIfMissing: boolean, body: (store: KvStore) => Promise<T>): Promise<T> {
-  const client = await ClusterClient.connect({ config: loadClusterConfig(argv.config), provider: argv.provider as ProviderName | undefined, connectTimeoutMs: 5000 });
+  const client = await ClusterClient.connect({
+    config: loadClusterConfig(argv.config), provider: argv.provider as ProviderName | undefined, connectTimeoutMs: 5000, info: { role: 'cli', label: `kv store ${argv.store}` },
+  });
   try {
     const store = await KvStore.open(client, argv.store, { createIfMissing });
     try {
@@ -67,26 +70,49 @@ const storeOptions = <T>(y: Argv<T>) => y
 
 export function registerKvCommands(yargs: Argv): Argv {
   return yargs.command('kv', 'the key-value store: serve it to Redis clients (kv serve), or get, put, del and scan keys', (kv) => kv
-    .command('serve', 'serve one store to Redis clients (RESP2) until SIGINT/SIGTERM', (y) => storeOptions(y)
+    .command('serve', 'serve one store to Redis clients (RESP2) until SIGINT/SIGTERM', (y) => daemonOptions(storeOptions(y))
       .option('port', { type: 'number', default: 6380, describe: 'TCP port (0: any free port)' })
       .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on' }),
     (argv) => run(async () => {
       if (!Number.isInteger(argv.port) || argv.port < 0 || argv.port > 65535) throw new DpmsError('DPMS_INVALID_ARGUMENT', `--port must be 0..65535, got ${argv.port}`);
-      const client = await ClusterClient.connect({ config: loadClusterConfig(argv.config), provider: argv.provider as ProviderName | undefined, connectTimeoutMs: 5000 });
+      const config = loadClusterConfig(argv.config);
+      const logger = daemonLogger(argv, 'gateway', { store: argv.store, cluster: config.name });
+      const metrics = await startDaemonMetrics(argv);
+      let client: ClusterClient | undefined;
       try {
+        // The label names the address asked for; with --port 0 the real port is only known after listening.
+        client = await ClusterClient.connect({
+          config, provider: argv.provider as ProviderName | undefined, connectTimeoutMs: 5000,
+          info: { role: 'gateway', label: `${argv.host}:${argv.port} store ${argv.store}`, metrics: metrics?.server.url },
+        });
         const store = await KvStore.open(client, argv.store);
-        const gateway = new RespGateway(store);
+        const gateway = new RespGateway(store, {
+          metrics: metrics?.registry,
+          log: (line) => logger.error(line),
+        });
         try {
           const port = await gateway.start({ port: argv.port, host: argv.host });
-          console.log(`dpms kv gateway for store '${store.name}' ready on port ${port} (pid ${process.pid})`);
+          if (metrics) {
+            const connected = client;
+            infoGauge(metrics.registry, 'dpms_gateway_info', 'This gateway: its address, store and cluster (always 1).', { address: `${argv.host}:${port}`, store: store.name, cluster: config.name });
+            registerClientMetrics(metrics.registry, 'gateway', () => connected.counters);
+          }
+          logger.info({ host: argv.host, port, metrics: metrics?.server.url }, `serving store '${store.name}' on ${argv.host}:${port}`);
+          // A plain line, whatever the log level: supervisors and tests wait for "ready on port N".
+          console.log(`dpms kv gateway for store '${store.name}' ready on port ${port} (pid ${process.pid})${metricsSuffix(metrics)}`);
           await untilSignal();
         } finally {
           await gateway.close();
           await store.close();
         }
+      } catch (error) {
+        logger.error({ err: error }, `gateway failed: ${(error as Error).message}`);
+        throw error;
       } finally {
-        await client.close();
+        await client?.close();
+        await metrics?.server.close();
       }
+      logger.info('gateway stopped');
       console.log('dpms kv gateway stopped');
       return EXIT.ok;
     }))

@@ -11,10 +11,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { mountFileSystem } from '../../fs';
-import { ClusterClient, DpmsError, loadClusterConfig, type ProviderName } from '../../pdsm';
+import { ClusterClient, DpmsError, infoGauge, loadClusterConfig, registerClientMetrics, type ProviderName } from '../../pdsm';
+import { daemonLogger, daemonOptions, metricsSuffix, startDaemonMetrics, type DaemonArguments } from './daemon-options';
 import { EXIT, run, untilSignal } from './run';
 
-interface MountArguments {
+interface MountArguments extends DaemonArguments {
   readonly dir: string;
   readonly config: string;
   readonly provider?: string;
@@ -49,15 +50,30 @@ export function isDpmsMount(dir: string): boolean {
 }
 
 async function serveForeground(argv: MountArguments, mountpoint: string): Promise<number> {
-  const client = await ClusterClient.connect({ config: loadClusterConfig(argv.config), provider: argv.provider as ProviderName | undefined, connectTimeoutMs: 5000 });
+  const logger = daemonLogger(argv, 'mount', { mountpoint });
+  const config = loadClusterConfig(argv.config);
+  const metrics = await startDaemonMetrics(argv);
+  let client: ClusterClient | undefined;
   let mounted;
   try {
-    mounted = await mountFileSystem(client, mountpoint, { fuseOptions: argv.option, allowOther: argv.allowOther });
+    client = await ClusterClient.connect({
+      config, provider: argv.provider as ProviderName | undefined, connectTimeoutMs: 5000,
+      info: { role: 'mount', label: mountpoint, metrics: metrics?.server.url },
+    });
+    if (metrics) {
+      const connected = client;
+      infoGauge(metrics.registry, 'dpms_mount_info', 'This mount: its mount point and cluster (always 1).', { mountpoint, cluster: config.name });
+      registerClientMetrics(metrics.registry, 'mount', () => connected.counters);
+    }
+    mounted = await mountFileSystem(client, mountpoint, { fuseOptions: argv.option, allowOther: argv.allowOther, metrics: metrics?.registry });
   } catch (error) {
-    await client.close();
+    logger.error({ err: error }, `cannot mount ${mountpoint}: ${(error as Error).message}`);
+    await client?.close();
+    await metrics?.server.close();
     throw error;
   }
-  const ready = `dpms: mounted ${mountpoint} (pid ${process.pid})`;
+  logger.info({ cluster: config.name, metrics: metrics?.server.url }, `mounted ${mountpoint}`);
+  const ready = `dpms: mounted ${mountpoint} (pid ${process.pid})${metricsSuffix(metrics)}`;
   console.log(ready);
   // The parent of a background mount waits on fd 3 for this line.
   try {
@@ -69,6 +85,8 @@ async function serveForeground(argv: MountArguments, mountpoint: string): Promis
   const why = await Promise.race([untilSignal().then(() => 'signal'), mounted.session.closed.then(() => 'unmounted')]);
   await mounted.close();
   await client.close();
+  await metrics?.server.close();
+  logger.info({ why }, `unmounted ${mountpoint}`);
   console.log(`dpms: ${mountpoint} unmounted (${why})`);
   return EXIT.ok;
 }
@@ -78,7 +96,9 @@ async function startBackground(argv: MountArguments, mountpoint: string): Promis
   const logFd = fs.openSync(log, 'a');
   const args = [process.argv[1], 'mount', mountpoint, '--config', path.resolve(argv.config), '--foreground',
     ...(argv.provider ? ['--provider', argv.provider] : []), ...argv.option.flatMap((option) => ['-o', option]),
-    ...(argv.allowOther ? [] : ['--no-allow-other'])];
+    ...(argv.allowOther ? [] : ['--no-allow-other']),
+    ...(argv.metricsPort !== undefined ? ['--metrics-port', String(argv.metricsPort), '--metrics-host', argv.metricsHost] : []),
+    ...(argv.logLevel ? ['--log-level', argv.logLevel] : [])];
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'] });
   fs.closeSync(logFd);
   const readyPipe = child.stdio[READY_FD] as NodeJS.ReadableStream;
@@ -101,7 +121,7 @@ async function startBackground(argv: MountArguments, mountpoint: string): Promis
 export function registerMountCommands(parser: Argv): Argv {
   return parser
     .command('mount <dir>', 'mount the file system of a cluster (made on first mount) on DIR',
-      (y) => y
+      (y) => daemonOptions(y)
         .positional('dir', { type: 'string', demandOption: true, describe: 'an existing directory' })
         .option('config', { type: 'string', demandOption: true, describe: 'cluster config (YAML)' })
         .option('provider', { type: 'string', choices: ['local', 'tcp', 'verbs'], describe: 'reach the nodes with this transport instead of the configured one' })

@@ -58,7 +58,7 @@ const ENV_DETACHED = 'DPMS_UP_DETACHED';
 // `--metrics-port 0` (a free port it picks itself, so no port race) and names its metrics URL in its
 // ready line (", metrics http://127.0.0.1:P/metrics"), which the supervisor records in state.json.
 // Set DAEMON_METRICS to false to run daemons built without these flags.
-export const DAEMON_METRICS = false;
+export const DAEMON_METRICS = true;
 function daemonFlags(logLevel: string | undefined): string[] {
   const flags: string[] = [];
   if (DAEMON_METRICS) flags.push('--metrics-port', '0', '--metrics-host', '127.0.0.1');

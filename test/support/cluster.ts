@@ -23,10 +23,12 @@ export interface TestCluster {
   stopNode(id: number): Promise<void>;
   isRunning(id: number): boolean;
   output(id: number): string;
+  /** With `metrics: true`: the node's /metrics URL, from its ready line. */
+  metricsUrl(id: number): string | undefined;
   stop(): Promise<void>;
 }
 
-export async function startCluster(options: { nodes?: number; transport?: 'tcp' | 'local'; leaseMs?: number; sizeMb?: number } = {}): Promise<TestCluster> {
+export async function startCluster(options: { nodes?: number; transport?: 'tcp' | 'local'; leaseMs?: number; sizeMb?: number; metrics?: boolean } = {}): Promise<TestCluster> {
   const count = options.nodes ?? 3;
   const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'dpms-cluster-'));
   const lines = ['cluster: test', `secret: "test-secret-${path.basename(dir)}"`, `leaseMs: ${options.leaseMs ?? 1500}`, 'nodes:'];
@@ -40,9 +42,11 @@ export async function startCluster(options: { nodes?: number; transport?: 'tcp' 
   const config = loadClusterConfig(configPath);
   const children = new Map<number, ChildProcess>();
   const outputs = new Map<number, string>();
+  const metricsUrls = new Map<number, string>();
 
   const start = async (id: number): Promise<void> => {
-    const child = spawn(process.execPath, [CLI, 'node', 'start', '--config', configPath, '--id', String(id)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'node', 'start', '--config', configPath, '--id', String(id), ...(options.metrics ? ['--metrics-port', '0'] : [])],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
     children.set(id, child);
     let output = '';
     await new Promise<void>((resolve, reject) => {
@@ -51,6 +55,8 @@ export async function startCluster(options: { nodes?: number; transport?: 'tcp' 
         output += data.toString();
         outputs.set(id, (outputs.get(id) ?? '') + data.toString());
         if (output.includes('ready on port')) {
+          const url = /ready on port \d+ .*, metrics (\S+)/.exec(output)?.[1];
+          if (url) metricsUrls.set(id, url);
           clearTimeout(timer);
           resolve();
         }
@@ -86,6 +92,7 @@ export async function startCluster(options: { nodes?: number; transport?: 'tcp' 
     },
     isRunning: (id) => children.has(id),
     output: (id) => outputs.get(id) ?? '',
+    metricsUrl: (id) => metricsUrls.get(id),
     async stop() {
       await Promise.all([...children.keys()].map((id) => cluster.stopNode(id)));
       fs.rmSync(dir, { recursive: true, force: true });
