@@ -23,12 +23,13 @@ import { mountLiveness, parseOrphanName, verifyFileSystem, FileSystem, type FsVe
 import { verifyKvStores, type KvVerifyResult } from '../../kvs';
 import { lockFile } from '../../native';
 import {
-  checkPoolFile, ClusterClient, DpmsError, formatBytes, isDpmsError, loadClusterConfig, NodeDaemon, nodeOf, offsetOf, verifyPool,
+  checkPoolFile, ClusterClient, DpmsError, formatBytes, isDpmsError, NodeDaemon, nodeOf, offsetOf, verifyPool,
   type ClusterConfig, type GlobalAddress, type NodeConfig,
 } from '../../pdsm';
 import { freePort } from './local-cluster';
 import { startProgress, type Progress } from './progress';
 import { EXIT, run } from './run';
+import { resolveTarget } from './state-dir';
 
 export interface NodePart {
   readonly id: number;
@@ -93,12 +94,8 @@ export function registerCheckCommand(yargs: Argv): Argv {
         return checkOnePool(argv.pool, argv.node, argv.json);
       }
       if (argv.node !== undefined) throw new DpmsError('DPMS_INVALID_ARGUMENT', '--node goes with a POOL');
-      if (argv.dir !== undefined && argv.config !== undefined) throw new DpmsError('DPMS_INVALID_ARGUMENT', 'give --dir or --config, not both');
-      const configPath = argv.config ?? path.join(argv.dir ?? '.dpms', 'cluster.yaml');
-      if (argv.config === undefined && !fs.existsSync(configPath)) {
-        throw new DpmsError('DPMS_CONFIG', `${configPath} does not exist: give --dir (the directory of dpms up) or --config`);
-      }
-      const report = await checkCluster({ config: loadClusterConfig(configPath), repair: argv.repair, progress: argv.json ? 'quiet' : 'auto' });
+      const { config } = resolveTarget({ dir: argv.dir, config: argv.config });
+      const report = await checkCluster({ config, repair: argv.repair, progress: argv.json ? 'quiet' : 'auto' });
       if (argv.json) console.log(JSON.stringify(report, null, 2));
       else printReport(report);
       return report.clean ? EXIT.ok : EXIT.problems;

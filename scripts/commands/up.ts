@@ -686,6 +686,9 @@ async function detach(argv: UpArguments, paths: StatePaths): Promise<number> {
 }
 
 async function up(argv: UpArguments): Promise<number> {
+  // Bad arguments are refused before the state directory is made (the supervisor checks them again).
+  parseUpSettings({ nodes: argv.nodes, poolSize: argv.poolSize, transport: argv.transport });
+  if (!Number.isInteger(argv.port) || argv.port < 0 || argv.port > 65535) throw new DpmsError('DPMS_INVALID_ARGUMENT', `--port must be 0..65535 (got ${argv.port})`);
   const paths = statePaths(argv.dir);
   fs.mkdirSync(paths.logs, { recursive: true });
   if (argv.detach) return detach(argv, paths);
