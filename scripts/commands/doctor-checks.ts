@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pmemInfo, rdmaDevices, type PmemInfo, type RdmaDevice } from '../../native';
 import { formatBytes, loadClusterConfig, parseSize, type ClusterConfig } from '../../pdsm';
+import { findExecutable } from './bench-kv-targets';
 import { UP_DEFAULTS } from './state-dir';
 
 /**
@@ -67,21 +68,6 @@ function readText(file: string): string | undefined {
 
 const isRoot = (): boolean => process.getuid?.() === 0;
 
-/** The first executable called `name` on PATH. */
-function onPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir === '') continue;
-    const candidate = path.join(dir, name);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
 // ---- Node and the addon ----
 
 function checkNode(): CheckResult {
@@ -118,7 +104,7 @@ function checkFuseKernel(): CheckResult {
 }
 
 function checkFusermount(): CheckResult {
-  const found = onPath('fusermount3');
+  const found = findExecutable('fusermount3');
   if (found === undefined) {
     // Root mounts without it, but unmounting (dpms umount, auto_unmount after a crash) runs it.
     return {
